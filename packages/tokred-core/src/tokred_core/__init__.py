@@ -1,0 +1,41 @@
+"""tokred-core: what to reduce. Pure torch: layouts, roles, plans, policies, sharing, cost, allocation."""
+
+from .allocation import key_segment_shares, key_segment_shares_by_query
+from .errors import TokredError
+from .layout import SEGMENT_NAMES, TASK_NAMES, Segment, Task, TokenLayout, parse_task
+from .plans import ReductionPlan, Selection, keep_counts
+from .policies import (
+    Policy,
+    TaskPolicies,
+    available_policies,
+    build_policy,
+    policy_class,
+)
+from .roles import ROLE_NAMES, Role
+from .sharing import Sharing, image_sets, parse_sharing, projection_groups
+
+__all__ = [
+    "TokredError",
+    "Segment",
+    "Task",
+    "TokenLayout",
+    "SEGMENT_NAMES",
+    "TASK_NAMES",
+    "parse_task",
+    "Role",
+    "ROLE_NAMES",
+    "ReductionPlan",
+    "Selection",
+    "keep_counts",
+    "Policy",
+    "TaskPolicies",
+    "available_policies",
+    "build_policy",
+    "policy_class",
+    "Sharing",
+    "image_sets",
+    "parse_sharing",
+    "projection_groups",
+    "key_segment_shares",
+    "key_segment_shares_by_query",
+]

@@ -1,0 +1,33 @@
+"""Reduction policies, one file each, registered by name."""
+
+from . import fastv, himix, hmgen, none, pyramid_drop, random_drop  # noqa: F401  (registration)
+from .base import Policy, PolicyConfig, available_policies, build_policy, policy_class, register_policy
+from .composite import TaskPolicies
+from .fastv import FastV, FastVConfig
+from .himix import HiMix, HiMixConfig
+from .hmgen import HMGen, HMGenConfig, shallow_layers
+from .none import NoReduction
+from .pyramid_drop import PyramidDrop, PyramidDropConfig
+from .random_drop import RandomDrop, RandomDropConfig
+
+__all__ = [
+    "Policy",
+    "PolicyConfig",
+    "available_policies",
+    "build_policy",
+    "policy_class",
+    "register_policy",
+    "TaskPolicies",
+    "NoReduction",
+    "HiMix",
+    "HiMixConfig",
+    "HMGen",
+    "HMGenConfig",
+    "shallow_layers",
+    "FastV",
+    "FastVConfig",
+    "PyramidDrop",
+    "PyramidDropConfig",
+    "RandomDrop",
+    "RandomDropConfig",
+]

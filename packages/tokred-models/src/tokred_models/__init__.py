@@ -1,0 +1,1 @@
+"""tokred_models."""
