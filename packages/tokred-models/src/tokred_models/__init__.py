@@ -1,1 +1,16 @@
-"""tokred_models."""
+"""tokred-models: where reduction plugs in. Instance-level patching of Hugging Face decoders."""
+
+from .adapters import DecoderAdapter, adapter_for, register_adapter, supported_model_types
+from .patch import LAYOUT_KWARG, ReductionHandle, apply_reduction
+from .state import ExecutionState
+
+__all__ = [
+    "DecoderAdapter",
+    "adapter_for",
+    "register_adapter",
+    "supported_model_types",
+    "apply_reduction",
+    "ReductionHandle",
+    "ExecutionState",
+    "LAYOUT_KWARG",
+]

@@ -1,0 +1,162 @@
+"""`apply_reduction`: patch a loaded Hugging Face model instance to execute reduction plans.
+
+    handle = apply_reduction(model, {"understanding": "himix", "generation": "hmgen"}, sharing="task")
+    out = model(input_ids=ids, attention_mask=mask, labels=labels, tokred_layout=layout)
+    handle.undo()
+
+Only the instance changes (never the classes, never forked modeling files): each decoder
+layer gets an instance-level `forward` (reduced_layer.py), each attention module gets its
+image projection sets, and a forward pre-hook on the model turns the `tokred_layout`
+keyword into a per-call `ExecutionState` that Hugging Face passes down to every layer in
+its kwargs. Called without `tokred_layout`, the model behaves exactly as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from tokred_core import (
+    Policy,
+    Sharing,
+    TaskPolicies,
+    TokenLayout,
+    TokredError,
+    image_sets,
+    parse_sharing,
+    projection_groups,
+)
+from torch import nn
+
+from .adapters import DecoderAdapter, adapter_for
+from .projections import add_image_projections, remove_image_projections
+from .reduced_layer import ReducedLayerForward
+from .state import ExecutionState, ProbeCallback
+
+__all__ = ["apply_reduction", "ReductionHandle", "LAYOUT_KWARG", "STATE_KWARG"]
+
+LAYOUT_KWARG = "tokred_layout"
+STATE_KWARG = "tokred_state"
+_HANDLE_ATTR = "_tokred_handle"
+
+
+@dataclass
+class ReductionHandle:
+    model: nn.Module
+    adapter: DecoderAdapter
+    policies: TaskPolicies
+    sharing: Sharing
+    _forwards: list[ReducedLayerForward] = field(default_factory=list)
+    _hooks: list = field(default_factory=list)
+    probe: ProbeCallback | None = None
+    """Called by every reduced layer with its queries and keys (attention probe)."""
+
+    @property
+    def num_layers(self) -> int:
+        return len(self._forwards)
+
+    def set_policies(self, policies) -> None:
+        self.policies = _as_task_policies(policies)
+
+    def plan(self, layout: TokenLayout):
+        return self.policies.plan(layout, self.num_layers)
+
+    def state_for(self, layout: TokenLayout) -> ExecutionState:
+        if not isinstance(layout, TokenLayout):
+            raise TokredError(f"{LAYOUT_KWARG} must be a TokenLayout, got {type(layout).__name__}")
+        device = _model_device(self.model)
+        layout = TokenLayout(layout.segments.to(device), layout.tasks.to(device))
+        return ExecutionState(
+            layout=layout,
+            plan=self.plan(layout).clone(),
+            groups=projection_groups(layout, self.sharing),
+            probe=self.probe,
+        )
+
+    def undo(self) -> None:
+        """Restore the model: original forwards, no image projections, no hooks."""
+        for fwd in self._forwards:
+            if "forward" in fwd.layer.__dict__:
+                del fwd.layer.__dict__["forward"]
+            remove_image_projections(self.adapter.attention(fwd.layer))
+        for hook in self._hooks:
+            hook.remove()
+        self._forwards.clear()
+        self._hooks.clear()
+        if getattr(self.model, _HANDLE_ATTR, None) is self:
+            delattr(self.model, _HANDLE_ATTR)
+
+    def __enter__(self) -> ReductionHandle:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.undo()
+
+
+def _as_task_policies(policies) -> TaskPolicies:
+    if policies is None:
+        return TaskPolicies()
+    if isinstance(policies, TaskPolicies):
+        return policies
+    if isinstance(policies, (Policy, str)):
+        return TaskPolicies.uniform(policies)
+    if isinstance(policies, Mapping):
+        return TaskPolicies(policies)
+    raise TokredError(f"policies must be a TaskPolicies, a mapping task->policy or a policy, got {policies!r}")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def apply_reduction(
+    model: nn.Module,
+    policies: TaskPolicies | Mapping | Policy | str | None = None,
+    sharing: Sharing | str = "shared",
+) -> ReductionHandle:
+    """Patch `model` in place; returns the handle that undoes it.
+
+    policies: one policy for both tasks, a {task: policy} mapping, or a TaskPolicies.
+    sharing:  "shared" | "modality" | "task" image projection sets (tokred_core.sharing).
+    """
+    if getattr(model, _HANDLE_ATTR, None) is not None:
+        raise TokredError("this model is already patched; call handle.undo() before patching again")
+    adapter = adapter_for(model)
+    sharing = parse_sharing(sharing)
+    handle = ReductionHandle(model, adapter, _as_task_policies(policies), sharing)
+    sets = image_sets(sharing)
+    placement = adapter.norm_placement(model)
+    decoder = adapter.decoder(model)
+    for idx, layer in enumerate(adapter.layers(model)):
+        add_image_projections(adapter.attention(layer), sets)
+        fwd = ReducedLayerForward(
+            layer, idx, adapter, layer.forward, sets, placement, adapter.sliding_window(model, idx)
+        )
+        layer.__dict__["forward"] = fwd  # instance attribute shadows the class method
+        handle._forwards.append(fwd)
+
+    def pre_hook(module, args, kwargs):
+        if LAYOUT_KWARG not in kwargs:
+            return None
+        layout = kwargs.pop(LAYOUT_KWARG)
+        if layout is not None:
+            state = handle.state_for(layout)
+            mask = kwargs.get("attention_mask")
+            if isinstance(mask, torch.Tensor) and mask.dim() == 2:
+                if mask.shape != layout.segments.shape or not torch.equal(
+                    mask.to(torch.bool), state.layout.valid_mask().to(mask.device)
+                ):
+                    raise TokredError(
+                        "attention_mask and tokred_layout disagree on which tokens are padding"
+                    )
+            kwargs[STATE_KWARG] = state
+        return args, kwargs
+
+    handle._hooks.append(model.register_forward_pre_hook(pre_hook, with_kwargs=True))
+    if decoder is not model:
+        handle._hooks.append(decoder.register_forward_pre_hook(pre_hook, with_kwargs=True))
+    setattr(model, _HANDLE_ATTR, handle)
+    return handle
