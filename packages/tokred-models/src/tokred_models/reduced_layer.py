@@ -149,8 +149,12 @@ class ReducedLayerForward:
         # Padding query rows see every key so the softmax stays finite; their output is dropped.
         mask |= ~q_valid[:, :, None]
 
-        if state.probe is not None:
-            state.probe(self.layer_idx, q_pad, k_pad, q_tok, k_tok, q_valid, k_valid, self.window)
+        if state.probe is not None and self.layer_idx not in state.probed_layers:
+            state.probed_layers.add(self.layer_idx)  # once per forward, not again on recompute
+            state.probe(
+                state, self.layer_idx, q_pad, k_pad, q_tok, k_tok, q_valid, k_valid,
+                window=self.window, scale=attn.scaling,
+            )
         self._select(state, q_pad, k_pad, q_tok, k_tok, q_valid, k_valid, bsz, seq)
 
         dropout = getattr(attn, "attention_dropout", 0.0) if attn.training else 0.0

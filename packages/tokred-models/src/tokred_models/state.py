@@ -16,8 +16,8 @@ from tokred_core import ReductionPlan, TokenLayout
 
 __all__ = ["ExecutionState", "ProbeCallback"]
 
-# probe(layer_idx, q (B,H,Nq,D), k (B,Hkv,Nk,D), q_tokens (B,Nq) long, k_tokens (B,Nk) long,
-#       q_valid (B,Nq) bool, k_valid (B,Nk) bool, window) -> None
+# probe(state, layer_idx, q (B,H,Nq,D), k (B,Hkv,Nk,D), q_tokens (B,Nq) long, k_tokens (B,Nk) long,
+#       q_valid (B,Nq) bool, k_valid (B,Nk) bool, *, window, scale) -> None
 ProbeCallback = Callable[..., None]
 
 
@@ -31,6 +31,7 @@ class ExecutionState:
     """Input of layer 0, the source of INJECT keys/values at every layer."""
     selected_layers: set[int] = field(default_factory=set)
     probe: ProbeCallback | None = None
+    probed_layers: set[int] = field(default_factory=set)
 
     @property
     def roles(self) -> torch.Tensor:

@@ -1,0 +1,68 @@
+"""The embedded tiny unified model: a VILA-U / Liquid-style decoder built from a config.
+
+One Llama decoder whose vocabulary holds the text tokens, the VQ image codes and the
+begin/end-of-image tokens, so both tasks are plain next-token prediction over one vocab:
+understanding predicts text after image codes, generation predicts image codes after
+text. Random weights; tests and the embedded default (`tokred demo`) train it from scratch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokred_core import TokredError
+from transformers import LlamaConfig, LlamaForCausalLM
+
+__all__ = ["TinyUnifiedConfig", "build_tiny_unified_model"]
+
+
+@dataclass
+class TinyUnifiedConfig:
+    vocab_size: int
+    """Text tokens + special tokens (boi/eoi/...) + VQ codebook size."""
+    hidden_size: int = 128
+    intermediate_size: int = 344
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    max_positions: int = 512
+    tie_embeddings: bool = False
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise TokredError(f"tiny model {name}={value!r} must be a positive integer")
+        if self.hidden_size % self.num_heads:
+            raise TokredError(
+                f"tiny model hidden_size={self.hidden_size} is not divisible by num_heads={self.num_heads}"
+            )
+        if self.num_heads % self.num_kv_heads:
+            raise TokredError(
+                f"tiny model num_heads={self.num_heads} is not divisible by num_kv_heads={self.num_kv_heads}"
+            )
+
+    def to_llama_config(self) -> LlamaConfig:
+        return LlamaConfig(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden_size,
+            intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_kv_heads,
+            max_position_embeddings=self.max_positions,
+            tie_word_embeddings=self.tie_embeddings,
+            attn_implementation="sdpa",
+        )
+
+
+def build_tiny_unified_model(config: TinyUnifiedConfig) -> LlamaForCausalLM:
+    """A real `LlamaForCausalLM` with random weights (seeded when config.seed is set)."""
+    import torch
+
+    if config.seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            return LlamaForCausalLM(config.to_llama_config())
+    return LlamaForCausalLM(config.to_llama_config())
