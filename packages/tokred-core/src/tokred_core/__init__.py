@@ -1,6 +1,14 @@
 """tokred-core: what to reduce. Pure torch: layouts, roles, plans, policies, sharing, cost, allocation."""
 
 from .allocation import key_segment_shares, key_segment_shares_by_query
+from .cost import (
+    CostReport,
+    LayerCost,
+    canonical_layout,
+    canonical_spans,
+    plan_cost,
+    policy_cost,
+)
 from .errors import TokredError
 from .layout import SEGMENT_NAMES, TASK_NAMES, Segment, Task, TokenLayout, parse_task
 from .plans import ReductionPlan, Selection, keep_counts
@@ -12,6 +20,7 @@ from .policies import (
     policy_class,
 )
 from .roles import ROLE_NAMES, Role
+from .shapes import PRESETS, DecoderShape, load_shape
 from .sharing import Sharing, image_sets, parse_sharing, projection_groups
 
 __all__ = [
@@ -38,4 +47,13 @@ __all__ = [
     "projection_groups",
     "key_segment_shares",
     "key_segment_shares_by_query",
+    "DecoderShape",
+    "PRESETS",
+    "load_shape",
+    "CostReport",
+    "LayerCost",
+    "plan_cost",
+    "policy_cost",
+    "canonical_spans",
+    "canonical_layout",
 ]
