@@ -144,6 +144,13 @@ def apply_reduction(
         layout = kwargs.pop(LAYOUT_KWARG)
         if layout is not None:
             state = handle.state_for(layout)
+            # Check the shape against the inputs here, before any layer runs, so a wrong
+            # layout is reported as such rather than as a padding disagreement.
+            inputs = kwargs.get("input_ids", args[0] if args else None)
+            if not isinstance(inputs, torch.Tensor):
+                inputs = kwargs.get("inputs_embeds")
+            if isinstance(inputs, torch.Tensor) and inputs.dim() >= 2:
+                state.layout.check_length(inputs.shape[1], inputs.shape[0])
             mask = kwargs.get("attention_mask")
             if isinstance(mask, torch.Tensor) and mask.dim() == 2:
                 if mask.shape != layout.segments.shape or not torch.equal(

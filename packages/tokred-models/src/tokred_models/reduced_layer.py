@@ -83,17 +83,40 @@ class ReducedLayerForward:
         position_embeddings = kwargs.get("position_embeddings")
         if position_embeddings is None:
             raise TokredError(f"{type(self.layer).__name__} was called without position_embeddings")
-        out = self.forward(hidden_states, position_embeddings, tokred_state)
+        if self.layer_idx == 0 and tokred_state.embeddings is None:
+            tokred_state.embeddings = hidden_states
+        layer = self.layer
+        checkpointing = getattr(layer, "gradient_checkpointing", False) and layer.training
+        if checkpointing and torch.is_grad_enabled():
+            # This instance `forward` shadows the class forward that Hugging Face wraps with
+            # checkpointing (GradientCheckpointingLayer), so checkpoint here ourselves. The
+            # layer-0 embeddings go in as an input too, so that reentrant checkpointing also
+            # sends the INJECT keys/values' gradient back to them.
+            def run(x: torch.Tensor, embeddings: torch.Tensor | None) -> torch.Tensor:
+                return self.forward(x, position_embeddings, tokred_state, embeddings)
+
+            out = layer._gradient_checkpointing_func(run, hidden_states, tokred_state.embeddings)
+        else:
+            out = self.forward(hidden_states, position_embeddings, tokred_state)
         return self.adapter.wrap_output(out)
 
     # ------------------------------------------------------------------------------------
-    def forward(self, x: torch.Tensor, position_embeddings, state: ExecutionState) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        position_embeddings,
+        state: ExecutionState,
+        embeddings: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`embeddings` overrides `state.embeddings` (the checkpointed copy of them)."""
         layer, adapter = self.layer, self.adapter
         attn = adapter.attention(layer)
         bsz, seq, _ = x.shape
         state.layout.check_length(seq, bsz)
         if self.layer_idx == 0 and state.embeddings is None:
             state.embeddings = x
+        if embeddings is None:
+            embeddings = state.embeddings
         roles = state.roles[self.layer_idx]
         active = roles == Role.ACTIVE
         inject = roles == Role.INJECT
@@ -121,10 +144,10 @@ class ReducedLayerForward:
         kv_tok = [a_idx.padded_indices % max(seq, 1)]
         kv_valid = [a_idx.padded_valid]
         if bool(inject.any()):
-            if state.embeddings is None:
+            if embeddings is None:
                 raise TokredError("INJECT tokens need the layer-0 embeddings, but layer 0 did not run")
             i_idx = token_index(inject)
-            e = gather_packed(state.embeddings, i_idx)
+            e = gather_packed(embeddings, i_idx)
             e = adapter.input_norm(layer)(e) if self.norm_placement == "pre" else e
             g_inj = groups.index_select(0, i_idx.indices)
             ki = grouped_projection(e, g_inj, projection_modules(attn, "k_proj", self.sets)).view(-1, kv_heads, head_dim)

@@ -8,7 +8,8 @@ __all__ = ["Emu3Adapter"]
 
 
 class Emu3Adapter(DecoderAdapter):
-    model_types = ("emu3",)
+    # "emu3_text_model" is the model_type of Emu3ForCausalLM's config (Emu3TextConfig).
+    model_types = ("emu3", "emu3_text_model")
     decoder_paths = ("model.text_model", "text_model", "model", "")
 
 
