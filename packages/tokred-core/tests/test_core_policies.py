@@ -227,3 +227,34 @@ def test_understanding_only_policies_refuse_generation(name):
 def test_num_layers_must_be_positive():
     with pytest.raises(TokredError, match="num_layers=0"):
         build_policy("none").plan(und(), 0)
+
+
+def test_random_drop_of_a_sample_does_not_depend_on_its_batch():
+    from tokred_core import Role, TokenLayout
+    from tokred_core.policies import RandomDrop
+
+    spans = [("system", 2), ("image", 11), ("instruction", 3), ("output", 2)]
+    alone = TokenLayout.from_spans([spans], ["understanding"])
+    batch = TokenLayout.from_spans(
+        [[("system", 1), ("image", 30), ("instruction", 1), ("output", 1)], spans],
+        ["understanding", "understanding"],
+        padding_side="left",
+    )
+    policy = RandomDrop(layer=0, keep_ratio=0.4, seed=3)
+    dropped_alone = policy.plan(alone, 2).roles[0, 0] == Role.DROPPED
+    row = batch.segments[1] != 4  # the sample's own tokens inside the left-padded batch
+    dropped_batch = policy.plan(batch, 2).roles[0, 1][row] == Role.DROPPED
+    assert dropped_alone.tolist() == dropped_batch.tolist()
+    assert int(dropped_alone.sum()) == 11 - 5  # ceil(0.4 * 11) = 5 kept
+
+
+def test_errors_name_the_sample_index_of_the_whole_batch():
+    import pytest
+    from tokred_core import TaskPolicies, TokenLayout, TokredError
+
+    layout = TokenLayout.from_spans(
+        [[("system", 2), ("instruction", 2), ("output", 3)], [("system", 1), ("instruction", 2), ("output", 2)]],
+        ["generation", "understanding"],
+    )
+    with pytest.raises(TokredError, match="sample 1 has none"):
+        TaskPolicies({"understanding": "himix"}).plan(layout, 4)

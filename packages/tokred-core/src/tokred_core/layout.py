@@ -69,6 +69,12 @@ class TokenLayout:
 
     segments: torch.Tensor
     tasks: torch.Tensor
+    sample_ids: tuple[int, ...] | None = None
+    """Index of each row in the batch it was selected from (for error messages)."""
+
+    def sample_name(self, row: int) -> int:
+        """The batch index of `row` as the user knows it (before any `select`)."""
+        return self.sample_ids[row] if self.sample_ids is not None else row
 
     def __post_init__(self) -> None:
         seg, tasks = self.segments, self.tasks
@@ -186,7 +192,11 @@ class TokenLayout:
 
     def select(self, rows: torch.Tensor) -> TokenLayout:
         """The layout of a subset of samples (bool mask or indices over the batch)."""
-        return TokenLayout(self.segments[rows], self.tasks[rows])
+        rows_t = torch.as_tensor(rows, device=self.segments.device)
+        if rows_t.dtype == torch.bool:
+            rows_t = torch.nonzero(rows_t).squeeze(1)
+        ids = tuple(self.sample_name(int(r)) for r in rows_t.tolist())
+        return TokenLayout(self.segments[rows_t], self.tasks[rows_t], ids)
 
     def check_length(self, seq_len: int, batch_size: int | None = None) -> None:
         """Raise if this layout does not describe a (batch_size, seq_len) batch."""

@@ -160,6 +160,10 @@ def apply_reduction(
                         "attention_mask and tokred_layout disagree on which tokens are padding"
                     )
             kwargs[STATE_KWARG] = state
+            # A reduced forward fills no KV cache; asking for one would return an empty cache
+            # that silently loses the context if reused for decoding.
+            if "use_cache" in kwargs or module is model:
+                kwargs["use_cache"] = False
         return args, kwargs
 
     handle._hooks.append(model.register_forward_pre_hook(pre_hook, with_kwargs=True))

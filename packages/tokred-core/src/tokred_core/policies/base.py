@@ -169,7 +169,7 @@ def require_image_tokens(layout: TokenLayout, policy: str) -> torch.Tensor:
     image = layout.image_mask()
     empty = ~image.any(-1)
     if bool(empty.any()):
-        b = int(torch.nonzero(empty)[0, 0])
+        b = layout.sample_name(int(torch.nonzero(empty)[0, 0]))
         raise TokredError(f"policy {policy!r} needs image tokens but sample {b} has none")
     return image
 

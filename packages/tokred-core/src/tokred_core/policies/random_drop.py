@@ -40,12 +40,15 @@ class RandomDrop(Policy):
     def _plan(self, layout: TokenLayout, num_layers: int) -> ReductionPlan:
         check_layer(self.config.layer, num_layers, "random_drop layer")
         image = require_image_tokens(layout, self.name)
-        gen = torch.Generator().manual_seed(self.config.seed)
-        noise = torch.rand(image.shape, generator=gen).to(image.device)
-        noise = noise.masked_fill(~image, 2.0)  # non-candidates rank last
-        rank = noise.argsort(-1).argsort(-1)
-        keep = keep_counts(image.sum(-1), self.config.keep_ratio)
-        dropped = image & (rank >= keep[:, None])
+        # One draw per sample over its own image tokens, so a sample's drop does not depend
+        # on the other samples or the padding of the batch it happens to be in.
+        dropped = torch.zeros_like(image)
+        for b in range(layout.batch_size):
+            positions = torch.nonzero(image[b]).squeeze(1)
+            gen = torch.Generator().manual_seed(self.config.seed)
+            order = torch.randperm(positions.numel(), generator=gen).to(positions.device)
+            keep = int(keep_counts(torch.tensor([positions.numel()]), self.config.keep_ratio)[0])
+            dropped[b, positions[order[keep:]]] = True
         plan = ReductionPlan.full(num_layers, layout.batch_size, layout.seq_len, layout.device)
         plan.roles[self.config.layer :].masked_fill_(dropped[None], int(Role.DROPPED))
         return plan

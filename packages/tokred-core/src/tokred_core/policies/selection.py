@@ -26,7 +26,7 @@ def importance_queries(layout: TokenLayout, mode: str) -> torch.Tensor:
         last = torch.where(instr, idx, torch.full_like(idx, -1)).max(-1).values
         missing = last < 0
         if bool(missing.any()):
-            b = int(torch.nonzero(missing)[0, 0])
+            b = layout.sample_name(int(torch.nonzero(missing)[0, 0]))
             raise TokredError(f"query='last_instruction' but sample {b} has no instruction tokens")
         return idx == last[:, None]
     raise TokredError(f"query={mode!r} must be one of {', '.join(QUERY_MODES)}")
