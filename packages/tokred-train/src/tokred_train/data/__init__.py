@@ -28,7 +28,24 @@ from .shapes import (
 from .vocab import SPECIAL_TOKENS, UnifiedVocab, collect_texts
 from .vq import PatchVQTokenizer
 
+from .hf_vq import (
+    IMAGE_TOKENIZERS,
+    ChameleonImageTokenizer,
+    Emu3ImageTokenizer,
+    HFImageTokenizer,
+    JanusImageTokenizer,
+    PixelSpec,
+    image_tokenizer_for,
+)
+
 __all__ = [
+    "IMAGE_TOKENIZERS",
+    "ChameleonImageTokenizer",
+    "Emu3ImageTokenizer",
+    "HFImageTokenizer",
+    "JanusImageTokenizer",
+    "PixelSpec",
+    "image_tokenizer_for",
     "ATTRIBUTES",
     "COLORS",
     "DEFAULT_SYSTEM_PROMPT",
