@@ -1,0 +1,620 @@
+"""The training config: a tree of dataclasses, loaded from YAML plus `key=value` overrides.
+
+    config = load_config("apps/tokred/src/tokred/configs/tiny-shapes.yaml", ["optim.lr=1e-3"])
+
+Every field has a docstring and every section checks itself in `__post_init__`, so a bad
+value is reported before any data or model is built. Mistakes raise `TokredError` with one
+line that names the full key, e.g. ``optim.lrr: unknown key (known: batch_size, ...)`` or
+``data.understanding_ratio: 1.5 is outside [0, 1]``. Paths (model.path, data.paths) are
+not checked here, so a shipped recipe validates before the user points it at a model; they
+are checked when the run builds its model and data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import yaml
+from tokred_core import (
+    TaskPolicies,
+    TokenLayout,
+    TokredError,
+    build_policy,
+    parse_sharing,
+    parse_task,
+)
+
+__all__ = [
+    "ModelConfig",
+    "DataConfig",
+    "PolicySpec",
+    "ReductionConfig",
+    "OptimConfig",
+    "LoraConfig",
+    "RunConfig",
+    "EvalConfig",
+    "TrainConfig",
+    "load_config",
+    "config_to_dict",
+    "save_config",
+    "apply_overrides",
+    "DATA_KINDS",
+]
+
+DATA_KINDS = ("shapes", "llava", "jsonl", "folder")
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?|mps)$")
+
+
+def _fail(key: str, message: str) -> TokredError:
+    return TokredError(f"{key}: {message}")
+
+
+def _positive(section: str, obj: Any, *names: str, allow_zero: bool = False) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        if value < 0 or (value == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise _fail(f"{section}.{name}", f"{value} must be {bound}")
+
+
+# ---- sections --------------------------------------------------------------------------------
+@dataclass
+class ModelConfig:
+    """Which model to train."""
+
+    section: ClassVar[str] = "model"
+
+    kind: Literal["tiny", "hf"] = "tiny"
+    """tiny: the embedded tiny unified Llama built from the dims below (vocab from the data);
+    hf: a Hugging Face model loaded with from_pretrained from the local folder `path`."""
+    hidden_size: int = 128
+    """tiny: width of the decoder."""
+    intermediate_size: int = 344
+    """tiny: width of the FFN."""
+    num_layers: int = 4
+    """tiny: decoder layers."""
+    num_heads: int = 4
+    """tiny: attention heads."""
+    num_kv_heads: int = 2
+    """tiny: key/value heads (grouped-query attention when < num_heads)."""
+    max_positions: int = 512
+    """tiny: longest sequence (RoPE table)."""
+    tie_embeddings: bool = False
+    """tiny: share the input embedding and the output head."""
+    path: str | None = None
+    """hf: a local model folder (config.json + weights); nothing is downloaded."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """hf: weight dtype. auto: bfloat16 for a frozen (LoRA) base on CUDA, else float32 (full
+    fine-tuning keeps float32 weights; run.bf16 autocasts the compute). Tiny: float32."""
+    attn_implementation: str = "sdpa"
+    """hf: attention kernel for the model's own (unreduced) forward."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("tiny", "hf"):
+            raise _fail("model.kind", f"{self.kind!r} must be 'tiny' or 'hf'")
+        _positive("model", self, "hidden_size", "intermediate_size", "num_layers", "num_heads")
+        _positive("model", self, "num_kv_heads", "max_positions")
+        if self.kind == "tiny":
+            if self.hidden_size % self.num_heads:
+                raise _fail(
+                    "model.hidden_size",
+                    f"{self.hidden_size} is not divisible by model.num_heads={self.num_heads}",
+                )
+            if self.num_heads % self.num_kv_heads:
+                raise _fail(
+                    "model.num_heads",
+                    f"{self.num_heads} is not divisible by model.num_kv_heads={self.num_kv_heads}",
+                )
+        if self.kind == "hf" and not self.path:
+            raise _fail("model.path", "kind 'hf' needs the local folder of a Hugging Face model")
+
+
+@dataclass
+class DataConfig:
+    """What to train on, and how the two tasks are mixed."""
+
+    section: ClassVar[str] = "data"
+
+    kind: Literal["shapes", "llava", "jsonl", "folder"] = "shapes"
+    """shapes: the embedded synthetic set (built in memory); llava: LLaVA conversation JSON
+    (understanding); jsonl: prompt-image JSONL (generation); folder: images with same-stem
+    .txt captions (generation)."""
+    understanding_ratio: float = 0.5
+    """Fraction of every batch that is understanding samples (the rest is generation);
+    1 trains understanding only, 0 generation only."""
+    num_train: int = 1000
+    """shapes: training images (each gives one generation and several understanding samples)."""
+    num_val: int = 100
+    """shapes: validation images; real formats: samples of each task held out for validation."""
+    image_size: int = 32
+    """Side of the (square) images the VQ tokenizer sees; real images are resized to it."""
+    max_shapes: int = 1
+    """shapes: at most this many shapes per image (1..4)."""
+    seed: int = 0
+    """Seed of the data set, the held-out split and the VQ codebook fit."""
+    codebook_size: int = 64
+    """Patch VQ codebook entries (image tokens in the vocabulary)."""
+    patch_size: int = 4
+    """Patch VQ patch side in pixels: an image becomes (image_size / patch_size)^2 tokens."""
+    questions_per_image: int | None = None
+    """shapes: keep only the first N understanding questions per image (null: all)."""
+    paths: list[str] = field(default_factory=list)
+    """Real formats: data files or folders. An entry may name its format with a prefix,
+    e.g. 'llava:/data/llava.json' next to 'jsonl:/data/gen.jsonl' for a unified run."""
+    image_root: str | None = None
+    """Real formats: folder that image paths are relative to (llava; jsonl defaults to the
+    JSONL's folder)."""
+    on_bad_image: Literal["fail", "skip"] = "fail"
+    """A missing or unreadable image: stop with its name, or leave the record out."""
+    system_prompt: str | None = None
+    """The SYSTEM segment of every sample (null: tokred_train.data.DEFAULT_SYSTEM_PROMPT)."""
+    max_length: int | None = None
+    """Refuse samples longer than this many tokens (null: no limit)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in DATA_KINDS:
+            raise _fail("data.kind", f"{self.kind!r} must be one of {', '.join(DATA_KINDS)}")
+        if not 0.0 <= self.understanding_ratio <= 1.0:
+            raise _fail("data.understanding_ratio", f"{self.understanding_ratio} is outside [0, 1]")
+        _positive("data", self, "num_train", "image_size", "codebook_size", "patch_size")
+        _positive("data", self, "num_val", "questions_per_image", allow_zero=True)
+        _positive("data", self, "max_length")
+        if self.image_size % self.patch_size:
+            raise _fail(
+                "data.patch_size",
+                f"{self.patch_size} does not divide data.image_size={self.image_size}",
+            )
+        if self.kind == "shapes":
+            if not 1 <= self.max_shapes <= 4:
+                raise _fail("data.max_shapes", f"{self.max_shapes} must be in 1..4")
+            if self.image_size < 8 or self.image_size % 2:
+                raise _fail("data.image_size", f"{self.image_size} must be even and >= 8")
+            if self.paths:
+                raise _fail("data.paths", "the shapes set is built in memory; remove the paths")
+        elif not self.paths:
+            raise _fail("data.paths", f"kind {self.kind!r} needs at least one data file or folder")
+        for entry in self.paths:
+            kind, _ = split_data_path(entry, self.kind)
+            if kind not in DATA_KINDS[1:]:
+                raise _fail(
+                    "data.paths", f"{entry!r}: format {kind!r} must be llava, jsonl or folder"
+                )
+        if self.on_bad_image not in ("fail", "skip"):
+            raise _fail("data.on_bad_image", f"{self.on_bad_image!r} must be 'fail' or 'skip'")
+
+
+def split_data_path(entry: str, default_kind: str) -> tuple[str, str]:
+    """'jsonl:/x/y.jsonl' -> ('jsonl', '/x/y.jsonl'); no known prefix -> (default_kind, entry)."""
+    head, sep, rest = entry.partition(":")
+    if sep and head in DATA_KINDS[1:]:
+        return head, rest
+    return default_kind, entry
+
+
+@dataclass
+class PolicySpec:
+    """One task's reduction policy. YAML: `{policy: hmgen, options: {num_shallow: 1}}`, or
+    just the name: `hmgen`."""
+
+    policy: str = "none"
+    """A tokred_core policy name (none, himix, hmgen, fastv, pyramid_drop, random_drop)."""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The policy's config fields, e.g. {start_layer: 1} for himix."""
+
+    def build(self):
+        return build_policy(self.policy, **self.options)
+
+
+@dataclass
+class ReductionConfig:
+    """Per-task token reduction and which image projection sets the tasks share."""
+
+    section: ClassVar[str] = "reduction"
+
+    understanding: PolicySpec = field(default_factory=PolicySpec)
+    """Policy for understanding samples (e.g. himix)."""
+    generation: PolicySpec = field(default_factory=PolicySpec)
+    """Policy for generation samples (e.g. hmgen)."""
+    sharing: Literal["shared", "modality", "task"] = "shared"
+    """shared: image tokens use the text projections; modality: one image Q/K/V set for both
+    tasks (the paper's 'share all'); task: one set per task ('share partial')."""
+
+    def __post_init__(self) -> None:
+        built = {}
+        for task in ("understanding", "generation"):
+            spec = getattr(self, task)
+            try:
+                built[task] = spec.build()
+            except TokredError as exc:
+                raise _fail(f"reduction.{task}", str(exc)) from None
+        try:
+            TaskPolicies(built)
+        except TokredError as exc:
+            raise _fail("reduction", str(exc)) from None
+        try:
+            parse_sharing(self.sharing)
+        except TokredError as exc:
+            raise _fail("reduction.sharing", str(exc)) from None
+
+    def task_policies(self) -> TaskPolicies:
+        return TaskPolicies(
+            {"understanding": self.understanding.build(), "generation": self.generation.build()}
+        )
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay."""
+
+    section: ClassVar[str] = "optim"
+
+    lr: float = 1e-3
+    """Peak learning rate (reached at the end of the warm-up)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay on matrices (never on biases, norms or 1-D parameters)."""
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    """AdamW (beta1, beta2)."""
+    eps: float = 1e-8
+    """AdamW epsilon."""
+    warmup_steps: int = 10
+    """Steps of linear warm-up from 0 to lr."""
+    max_steps: int = 200
+    """Optimizer steps of the run."""
+    batch_size: int = 16
+    """Samples per micro-batch (per process)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step; the loss is the token mean over all of them."""
+    clip_norm: float | None = 1.0
+    """Clip the global gradient norm to this (null or 0: no clipping, norm still logged)."""
+    schedule: Literal["cosine", "constant"] = "cosine"
+    """cosine: decay from lr to lr * min_lr_ratio after the warm-up; constant: stay at lr."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of lr (cosine)."""
+
+    def __post_init__(self) -> None:
+        _positive("optim", self, "lr", "max_steps", "batch_size", "grad_accum", "eps")
+        _positive("optim", self, "weight_decay", "warmup_steps", "clip_norm", allow_zero=True)
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise _fail("optim.betas", f"{self.betas} must be two numbers in [0, 1)")
+        if self.schedule not in ("cosine", "constant"):
+            raise _fail("optim.schedule", f"{self.schedule!r} must be 'cosine' or 'constant'")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise _fail("optim.min_lr_ratio", f"{self.min_lr_ratio} is outside [0, 1]")
+
+
+@dataclass
+class LoraConfig:
+    """Full fine-tuning (enabled: false), LoRA, or QLoRA (LoRA on a 4-bit base)."""
+
+    section: ClassVar[str] = "lora"
+
+    enabled: bool = False
+    """Train LoRA adapters (peft) instead of all weights."""
+    r: int = 8
+    """LoRA rank."""
+    alpha: float = 16.0
+    """LoRA scaling numerator (scale = alpha / r)."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    """Module name suffixes to adapt. The defaults also match the image projection sets
+    that reduction adds (`self_attn.image_proj.<set>.q_proj`)."""
+    quantize_4bit: bool = False
+    """QLoRA: a frozen 4-bit (bitsandbytes) base. hf: loaded with BitsAndBytesConfig; tiny:
+    its decoder linears are replaced by bnb Linear4bit in place (works on CPU)."""
+    quant_type: Literal["nf4", "fp4"] = "nf4"
+    """4-bit data type."""
+    double_quant: bool = True
+    """hf: also quantize the quantization constants (bnb_4bit_use_double_quant)."""
+
+    def __post_init__(self) -> None:
+        _positive("lora", self, "r", "alpha")
+        if not 0.0 <= self.dropout < 1.0:
+            raise _fail("lora.dropout", f"{self.dropout} is outside [0, 1)")
+        if not self.target_modules:
+            raise _fail("lora.target_modules", "name at least one module")
+        if self.quantize_4bit and not self.enabled:
+            raise _fail(
+                "lora.quantize_4bit",
+                "a 4-bit base is frozen, so it needs lora.enabled=true (QLoRA)",
+            )
+        if self.quant_type not in ("nf4", "fp4"):
+            raise _fail("lora.quant_type", f"{self.quant_type!r} must be 'nf4' or 'fp4'")
+
+
+@dataclass
+class RunConfig:
+    """Where the run writes, how often, and on what."""
+
+    section: ClassVar[str] = "run"
+
+    out_dir: str = "runs/tiny-shapes"
+    """Run folder: config.yaml, metrics.jsonl, tensorboard/, checkpoints/, summary.json."""
+    seed: int = 0
+    """Seed of python, numpy and torch (model init, LoRA init, dropout, batch order)."""
+    log_every: int = 10
+    """Steps between metric flushes (JSONL, TensorBoard, progress bar)."""
+    ckpt_every: int = 0
+    """Steps between checkpoints (0: only the final one)."""
+    keep_checkpoints: int = 2
+    """Complete checkpoints kept; older ones are deleted (0: keep all)."""
+    save_final: bool = True
+    """Write a checkpoint after the last step."""
+    resume: bool = False
+    """Continue from the newest complete checkpoint in out_dir (start fresh if none)."""
+    gradient_checkpointing: bool = False
+    """Recompute layer activations in the backward pass (use_reentrant=False)."""
+    bf16: bool | None = None
+    """bfloat16 autocast; null: on when training on CUDA, off on CPU."""
+    device: str = "auto"
+    """auto (CUDA when available, else CPU), cpu, cuda or cuda:N."""
+    threads: int | None = None
+    """CPU threads for torch during the run (null: torch's default). A tiny model on a busy
+    machine runs fastest with 1: its ops are too small to amortise waking other threads."""
+    progress: bool = True
+    """Show a tqdm progress bar with loss, tokens/s and ETA."""
+    tensorboard: bool = True
+    """Write TensorBoard scalars to out_dir/tensorboard."""
+
+    def __post_init__(self) -> None:
+        _positive("run", self, "log_every", "threads")
+        _positive("run", self, "ckpt_every", "keep_checkpoints", "seed", allow_zero=True)
+        if not self.out_dir:
+            raise _fail("run.out_dir", "must name a folder")
+        if not _DEVICE.match(self.device):
+            raise _fail("run.device", f"{self.device!r} must be auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class EvalConfig:
+    """Validation loss during and after training (task metrics live in `tokred eval`)."""
+
+    section: ClassVar[str] = "eval"
+
+    every: int = 0
+    """Steps between validation losses (0: only after the last step)."""
+    at_end: bool = True
+    """Compute the validation loss after the last step."""
+    max_samples: int = 64
+    """Validation samples per task (from the held-out split)."""
+    batch_size: int | None = None
+    """Validation batch size (null: optim.batch_size)."""
+
+    def __post_init__(self) -> None:
+        _positive("eval", self, "every", "max_samples", allow_zero=True)
+        _positive("eval", self, "batch_size")
+
+
+@dataclass
+class TrainConfig:
+    """The whole run."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    reduction: ReductionConfig = field(default_factory=ReductionConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.kind == "tiny":  # the depth is known: check the policies fit it now
+            check_policies_fit(self.reduction, self.model.num_layers)
+
+
+def check_policies_fit(reduction: ReductionConfig, num_layers: int) -> None:
+    """Plan a small two-task layout on `num_layers` layers; raise naming the reduction key."""
+    layout = TokenLayout.from_spans(
+        [
+            [("system", 2), ("image", 4), ("instruction", 2), ("output", 2)],
+            [("system", 2), ("instruction", 2), ("output", 5)],
+        ],
+        ["understanding", "generation"],
+    )
+    for task in ("understanding", "generation"):
+        try:
+            getattr(reduction, task).build().plan(
+                layout.select(layout.task_mask(parse_task(task))), num_layers
+            )
+        except TokredError as exc:
+            raise _fail(f"reduction.{task}", str(exc)) from None
+
+
+# ---- dict <-> dataclasses ----------------------------------------------------------------------
+def _type_name(hint: Any) -> str:
+    if hint is bool:
+        return "true or false"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against the field type `hint`, converting what YAML and the command line
+    give as text ('1e-3' -> 1e-3, 'true' -> True); raise naming `key` otherwise."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        words = ("null", "none", "auto") if bool in args else ("null", "none")
+        if value is None or (isinstance(value, str) and value.lower() in words):
+            if type(None) in args:
+                return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except TokredError as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        raise _fail(key, f"{value!r} has the wrong type")
+    if origin is Literal:
+        if value not in args:
+            raise _fail(key, f"{value!r} must be one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (list, tuple):
+        item = args[0] if args else Any
+        if isinstance(value, str):
+            value = [p.strip() for p in value.strip("[]() ").split(",") if p.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise _fail(key, f"expected a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            raise _fail(key, f"expected a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}
+    if dataclasses.is_dataclass(hint):
+        return _from_dict(hint, value, key)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif hint is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    else:
+        return value
+    raise _fail(key, f"expected {_type_name(hint)}, got {value!r}")
+
+
+def _from_dict(cls: type, raw: Any, prefix: str) -> Any:
+    if cls is PolicySpec and isinstance(raw, str):
+        raw = {"policy": raw}
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        where = prefix or "the config"
+        raise _fail(where, f"expected a section (a mapping of keys), got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    for key in raw:
+        if key not in fields:
+            name = f"{prefix}.{key}" if prefix else str(key)
+            raise _fail(name, f"unknown key (known: {', '.join(fields)})")
+    values = {
+        name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        for name, value in raw.items()
+    }
+    try:
+        return cls(**values)
+    except TokredError:
+        raise
+    except (TypeError, ValueError) as exc:  # a check tripping over a value of the wrong type
+        raise _fail(prefix or "config", str(exc)) from None
+
+
+def config_to_dict(config: TrainConfig) -> dict[str, Any]:
+    """The resolved config as plain YAML-able data."""
+    return dataclasses.asdict(config)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Set `a.b.c=value` items on a raw config mapping (values parsed as YAML)."""
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise TokredError(f"override {item!r}: expected KEY=VALUE, e.g. optim.lr=1e-3")
+        parts = key.split(".")
+        node = raw
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if isinstance(child, str) and depth == 1 and parts[0] == "reduction":
+                child = {"policy": child}  # `understanding: himix` shorthand, now with options
+            if child is None:
+                child = {}
+            if not isinstance(child, dict):
+                raise _fail(".".join(parts[: depth + 1]), f"is {child!r}, not a section")
+            node[part] = child
+            node = child
+        node[parts[-1]] = _parse_value(text)
+    return raw
+
+
+def load_config(
+    source: str | Path | Mapping[str, Any] | TrainConfig | None = None,
+    overrides: Sequence[str] = (),
+) -> TrainConfig:
+    """A checked `TrainConfig` from a YAML file, a mapping (or nothing: the defaults), with
+    `key=value` overrides applied on top."""
+    if isinstance(source, TrainConfig):
+        raw: Any = config_to_dict(source)
+    elif source is None:
+        raw = {}
+    elif isinstance(source, Mapping):
+        raw = _deep_copy(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise TokredError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise TokredError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise TokredError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides)
+    return _from_dict(TrainConfig, raw, "")
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+def save_config(config: TrainConfig, path: str | Path) -> Path:
+    """Write the resolved config as YAML (atomically); `load_config(path)` reads it back."""
+    from .data.atomic import atomic_write_text  # here: the data package imports `datasets`
+
+    path = Path(path)
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    return path

@@ -1,0 +1,93 @@
+"""Training data in the form the loop consumes: per-task samples with pre-encoded image codes.
+
+Why: every image is encoded by the VQ tokenizer once, before the first step; a batch is
+then a list of text records plus a row lookup into the codes tensor, collated on the fly
+by `tokred_train.data.collate` (a few milliseconds for a tiny batch), so the hot path never
+touches pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tokred_core import TASK_NAMES, TokredError
+
+from .data.collate import collate
+from .protocols import ImageTokenizer, TokenVocab
+
+__all__ = ["TaskSamples", "TrainData"]
+
+
+@dataclass
+class TaskSamples:
+    """The samples of one task: text records (the fields `collate` reads) and their codes."""
+
+    task: str
+    records: list[dict[str, Any]]
+    codes: torch.Tensor
+    """(len(records), T) long: the codes of each record's image (input or target)."""
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_NAMES:
+            raise TokredError(
+                f"unknown task {self.task!r}: expected one of {', '.join(TASK_NAMES)}"
+            )
+        if self.codes.dim() != 2 or self.codes.shape[0] != len(self.records):
+            raise TokredError(
+                f"{self.task}: {len(self.records)} records but codes of shape {tuple(self.codes.shape)}"
+            )
+        self.codes = self.codes.to(torch.long)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def take(self, indices: Sequence[int]) -> tuple[list[dict[str, Any]], torch.Tensor]:
+        idx = [int(i) for i in indices]
+        return [self.records[i] for i in idx], self.codes[idx]
+
+    @classmethod
+    def empty(cls, task: str, tokens_per_image: int) -> TaskSamples:
+        return cls(task, [], torch.zeros(0, tokens_per_image, dtype=torch.long))
+
+
+@dataclass
+class TrainData:
+    """Everything the loop needs from the data side."""
+
+    vocab: TokenVocab
+    image_tokenizer: ImageTokenizer
+    train: dict[str, TaskSamples]
+    """Training samples by task name ('understanding', 'generation')."""
+    val: dict[str, TaskSamples]
+    """Held-out samples by task name (possibly empty)."""
+    system_prompt: str
+    max_length: int | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    """What was built (sizes, skipped records), for the run summary."""
+
+    def collate(self, parts: Mapping[str, Sequence[int]], split: str = "train") -> dict[str, Any]:
+        """One batch from {task: sample indices}: input_ids, labels, attention_mask, layout."""
+        samples = self.train if split == "train" else self.val
+        records: list[dict[str, Any]] = []
+        codes: list[torch.Tensor] = []
+        for task, indices in parts.items():
+            if len(indices):
+                recs, c = samples[task].take(indices)
+                records += recs
+                codes.append(c)
+        if not records:
+            raise TokredError("a batch needs at least one sample")
+        return collate(
+            records,
+            self.vocab,
+            torch.cat(codes),
+            system_prompt=self.system_prompt,
+            max_length=self.max_length,
+        )
+
+    def sizes(self, split: str = "train") -> dict[str, int]:
+        samples = self.train if split == "train" else self.val
+        return {task: len(samples.get(task, ())) for task in TASK_NAMES}

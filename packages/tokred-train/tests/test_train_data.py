@@ -1,0 +1,93 @@
+"""The data side of training: the embedded shapes pipeline, real formats into a tiny run,
+and batches that follow the sampler."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from tokred_core import Segment, Task, TokredError
+from tokred_train import load_config, train
+from tokred_train.embedded import build_embedded_data
+from tokred_train.protocols import ImageTokenizer, TokenVocab
+from tokred_train.sampler import MixedBatchSampler
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+
+def test_shapes_pipeline_encodes_once_and_batches_mix_tasks():
+    cfg = load_config(
+        None,
+        ["data.num_train=6", "data.num_val=2", "data.image_size=16", "data.codebook_size=8"],
+    ).data
+    data = build_embedded_data(cfg)
+    assert isinstance(data.vocab, TokenVocab) and isinstance(data.image_tokenizer, ImageTokenizer)
+    assert data.sizes() == {"understanding": 24, "generation": 6}
+    assert data.sizes("val") == {"understanding": 8, "generation": 2}
+    assert data.train["generation"].codes.shape == (6, 16)
+    sampler = MixedBatchSampler(data.sizes(), 0.75, 4, seed=0)
+    batch = data.collate(sampler.draw(0))
+    layout = batch["layout"]
+    assert layout.tasks.tolist() == [Task.UNDERSTANDING] * 3 + [Task.GENERATION]
+    assert batch["input_ids"].shape == layout.segments.shape
+    gen_out = batch["input_ids"][3][layout.segments[3] == Segment.OUTPUT]
+    assert bool(data.vocab.is_image_id(gen_out[:-1]).all()) and gen_out[-1] == data.vocab.eoi_id
+
+
+def _write_real_data(root):
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir()
+    colours = {"red": (220, 30, 30), "blue": (30, 60, 220)}
+    llava, lines = [], []
+    for i in range(6):
+        name = list(colours)[i % 2]
+        pixels = np.full((20 + i, 24, 3), colours[name], dtype=np.uint8)
+        pixels[: 4 + i] = rng.integers(0, 255, (4 + i, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / "img" / f"{i}.png")
+        llava.append(
+            {
+                "id": f"u{i}",
+                "image": f"{i}.png",
+                "conversations": [
+                    {"from": "human", "value": "<image>\nwhat colour is it?"},
+                    {"from": "gpt", "value": name},
+                ],
+            }
+        )
+        lines.append(json.dumps({"prompt": f"a {name} picture", "image": f"{i}.png"}))
+    llava.append({"id": "bad", "image": "missing.png", "conversations": llava[0]["conversations"]})
+    (root / "llava.json").write_text(json.dumps(llava))
+    (root / "gen.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_real_formats_train_the_tiny_model(tmp_path):
+    _write_real_data(tmp_path)
+    overrides = [
+        "data.kind=llava",
+        f"data.paths=[llava:{tmp_path / 'llava.json'}, jsonl:{tmp_path / 'gen.jsonl'}]",
+        f"data.image_root={tmp_path / 'img'}",
+        "data.num_val=1",
+        "data.image_size=16",
+        "data.codebook_size=8",
+        "model.hidden_size=32",
+        "model.intermediate_size=64",
+        "model.num_layers=2",
+        "optim.batch_size=4",
+        "optim.max_steps=2",
+        f"run.out_dir={tmp_path / 'run'}",
+        "run.progress=false",
+        "run.tensorboard=false",
+        "run.threads=1",
+    ]
+    # The bad record stops the run, naming it, unless bad images are skipped.
+    with pytest.raises(TokredError, match="'bad'.*image file not found"):
+        train(load_config(None, overrides))
+    result = train(load_config(None, [*overrides, "data.on_bad_image=skip"]))
+    assert result.data.info["skipped"] == 1
+    assert result.data.sizes() == {"understanding": 5, "generation": 5}
+    assert result.data.sizes("val") == {"understanding": 1, "generation": 1}
+    assert [h["step"] for h in result.history] == [1, 2]
+    assert result.history[-1]["loss_understanding"] is not None
+    assert "val_loss_generation" in result.metrics
