@@ -22,7 +22,11 @@ PACKAGES = {
 def _sync(session: nox.Session, *args: str) -> None:
     # --exact removes anything the lock does not give this package: the point of the session.
     session.run_install(
-        "uv", "sync", "--locked", "--exact", *args,
+        "uv",
+        "sync",
+        "--locked",
+        "--exact",
+        *args,
         env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
     )
 

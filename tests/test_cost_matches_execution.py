@@ -20,9 +20,16 @@ from tokred_models.tiny import TinyUnifiedConfig, build_tiny_unified_model
 
 LAYERS = 6
 CONFIG = TinyUnifiedConfig(
-    vocab_size=80, hidden_size=32, intermediate_size=48, num_layers=LAYERS, num_heads=4, num_kv_heads=2
+    vocab_size=80,
+    hidden_size=32,
+    intermediate_size=48,
+    num_layers=LAYERS,
+    num_heads=4,
+    num_kv_heads=2,
 )
-SHAPE = DecoderShape(hidden_size=32, intermediate_size=48, num_layers=LAYERS, num_heads=4, num_kv_heads=2)
+SHAPE = DecoderShape(
+    hidden_size=32, intermediate_size=48, num_layers=LAYERS, num_heads=4, num_kv_heads=2
+)
 
 POLICIES = {
     "none": {},
@@ -82,4 +89,6 @@ def test_rows_computed_per_layer_equal_the_cost_model_counts(name, sharing):
         assert rows["kv"][i] == layer_cost.kv_tokens, (name, i)
     handle.undo()
     if name != "none":
-        assert report.forward_flops < plan_cost(TaskPolicies().plan(lay, LAYERS), SHAPE).forward_flops
+        assert (
+            report.forward_flops < plan_cost(TaskPolicies().plan(lay, LAYERS), SHAPE).forward_flops
+        )

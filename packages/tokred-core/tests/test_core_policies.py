@@ -253,7 +253,10 @@ def test_errors_name_the_sample_index_of_the_whole_batch():
     from tokred_core import TaskPolicies, TokenLayout, TokredError
 
     layout = TokenLayout.from_spans(
-        [[("system", 2), ("instruction", 2), ("output", 3)], [("system", 1), ("instruction", 2), ("output", 2)]],
+        [
+            [("system", 2), ("instruction", 2), ("output", 3)],
+            [("system", 1), ("instruction", 2), ("output", 2)],
+        ],
         ["generation", "understanding"],
     )
     with pytest.raises(TokredError, match="sample 1 has none"):

@@ -45,8 +45,11 @@ def build_model(args) -> LlamaForCausalLM:
 
 def shape_of(args) -> DecoderShape:
     return DecoderShape(
-        hidden_size=args.hidden, intermediate_size=args.ffn, num_layers=args.layers,
-        num_heads=args.heads, num_kv_heads=args.kv_heads,
+        hidden_size=args.hidden,
+        intermediate_size=args.ffn,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        num_kv_heads=args.kv_heads,
     )
 
 
@@ -70,7 +73,9 @@ def time_step(model, ids, layout, labels, args, reduced: bool) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--ffn", type=int, default=2816)
     parser.add_argument("--layers", type=int, default=4)
@@ -95,8 +100,12 @@ def main() -> None:
     cases = [
         ("understanding", "himix", ["understanding"] * args.batch, {"understanding": "himix"}),
         ("generation", "hmgen", ["generation"] * args.batch, {"generation": hmgen}),
-        ("mixed", "himix+hmgen", ["understanding", "generation"] * (args.batch // 2 or 1),
-         {"understanding": "himix", "generation": hmgen}),
+        (
+            "mixed",
+            "himix+hmgen",
+            ["understanding", "generation"] * (args.batch // 2 or 1),
+            {"understanding": "himix", "generation": hmgen},
+        ),
     ]
     rows = []
     for task, name, tasks, policies in cases:
@@ -107,19 +116,23 @@ def main() -> None:
         results = {}
         for label, pol in (("none", None), (name, policies)):
             handle = apply_reduction(model, TaskPolicies(pol) if pol else "none", "shared")
-            results[label] = statistics.median(time_step(model, ids, layout, labels, args, reduced=True))
+            results[label] = statistics.median(
+                time_step(model, ids, layout, labels, args, reduced=True)
+            )
             plan = handle.plan(layout)
             results[label + "_flops"] = plan_cost(plan, shape).training_flops
             handle.undo()
-        rows.append({
-            "batch": task,
-            "policy": name,
-            "unpatched_s": base,
-            "none_s": results["none"],
-            "policy_s": results[name],
-            "measured_ratio": results[name] / results["none"],
-            "flops_ratio": results[name + "_flops"] / results["none_flops"],
-        })
+        rows.append(
+            {
+                "batch": task,
+                "policy": name,
+                "unpatched_s": base,
+                "none_s": results["none"],
+                "policy_s": results[name],
+                "measured_ratio": results[name] / results["none"],
+                "flops_ratio": results[name + "_flops"] / results["none_flops"],
+            }
+        )
     meta = {
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
         "torch": torch.__version__,
@@ -129,13 +142,17 @@ def main() -> None:
         print(json.dumps({"meta": meta, "rows": rows}, indent=2))
         return
     print(f"# {meta['machine']}; torch {meta['torch']}")
-    print(f"# hidden {args.hidden}, ffn {args.ffn}, layers {args.layers}, heads {args.heads}/{args.kv_heads}, "
-          f"T={args.text_tokens}, M={args.image_tokens}, batch {args.batch}, median of {args.repeats}")
+    print(
+        f"# hidden {args.hidden}, ffn {args.ffn}, layers {args.layers}, heads {args.heads}/{args.kv_heads}, "
+        f"T={args.text_tokens}, M={args.image_tokens}, batch {args.batch}, median of {args.repeats}"
+    )
     print("| batch | policy | unpatched s | none s | policy s | measured ratio | FLOPs ratio |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['batch']} | {r['policy']} | {r['unpatched_s']:.3f} | {r['none_s']:.3f} | "
-              f"{r['policy_s']:.3f} | {r['measured_ratio']:.2f} | {r['flops_ratio']:.2f} |")
+        print(
+            f"| {r['batch']} | {r['policy']} | {r['unpatched_s']:.3f} | {r['none_s']:.3f} | "
+            f"{r['policy_s']:.3f} | {r['measured_ratio']:.2f} | {r['flops_ratio']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

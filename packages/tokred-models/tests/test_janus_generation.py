@@ -18,16 +18,33 @@ def tiny_janus() -> JanusForConditionalGeneration:
     torch.manual_seed(0)
     config = JanusConfig(
         text_config=dict(
-            model_type="llama", vocab_size=40, hidden_size=32, intermediate_size=48,
-            num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
+            model_type="llama",
+            vocab_size=40,
+            hidden_size=32,
+            intermediate_size=48,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
         ),
         vision_config=dict(
-            hidden_size=16, num_hidden_layers=1, num_attention_heads=2, image_size=16,
-            patch_size=8, projection_dim=32, depth=1, num_image_tokens=4,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=16,
+            patch_size=8,
+            projection_dim=32,
+            depth=1,
+            num_image_tokens=4,
         ),
         vq_config=dict(
-            embed_dim=8, num_embeddings=NUM_CODES, base_channels=32, channel_multiplier=[1, 1],
-            num_res_blocks=1, latent_channels=32, projection_dim=32, image_token_embed_dim=32,
+            embed_dim=8,
+            num_embeddings=NUM_CODES,
+            base_channels=32,
+            channel_multiplier=[1, 1],
+            num_res_blocks=1,
+            latent_channels=32,
+            projection_dim=32,
+            image_token_embed_dim=32,
         ),
         image_token_id=IMAGE_TOKEN,
     )
@@ -75,7 +92,12 @@ def test_unified_loss_matches_manual_heads_and_reaches_generation_modules():
     torch.testing.assert_close(out.loss, (3 * t_loss + 5 * i_loss) / 8)
     out.loss.backward()
     janus = model.model
-    for module in (janus.generation_embeddings, janus.generation_aligner, janus.generation_head, janus.aligner):
+    for module in (
+        janus.generation_embeddings,
+        janus.generation_aligner,
+        janus.generation_head,
+        janus.aligner,
+    ):
         grads = [p.grad for p in module.parameters()]
         assert all(g is not None for g in grads) and any(g.abs().sum() > 0 for g in grads)
 

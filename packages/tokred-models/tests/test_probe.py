@@ -12,7 +12,14 @@ from tokred_models.tiny import TinyUnifiedConfig, build_tiny_unified_model
 
 def tiny(layers: int = 3):
     return build_tiny_unified_model(
-        TinyUnifiedConfig(vocab_size=64, hidden_size=48, intermediate_size=64, num_layers=layers, num_heads=6, num_kv_heads=2)
+        TinyUnifiedConfig(
+            vocab_size=64,
+            hidden_size=48,
+            intermediate_size=64,
+            num_layers=layers,
+            num_heads=6,
+            num_kv_heads=2,
+        )
     ).eval()
 
 
@@ -31,7 +38,9 @@ def eager_mass(model, ids, layout) -> dict[Task, torch.Tensor]:
     """(L, H, Sq, Sk) mass per task from output_attentions of eager attention."""
     model.config._attn_implementation = "eager"
     try:
-        attn = model(ids, attention_mask=layout.valid_mask().long(), output_attentions=True).attentions
+        attn = model(
+            ids, attention_mask=layout.valid_mask().long(), output_attentions=True
+        ).attentions
     finally:
         model.config._attn_implementation = "sdpa"
     seg = layout.segments
@@ -84,8 +93,12 @@ def test_probe_sees_the_reduced_attention_under_himix():
     assert mass[:, :, Segment.IMAGE, :].abs().max() == 0
     assert mass[:, :, :, Segment.IMAGE].sum() > 0
     # Every remaining query row still sums to one per head: total mass = number of queries.
-    queries = int(((layout.segments != Segment.IMAGE) & layout.valid_mask())[layout.tasks == 0].sum())
-    torch.testing.assert_close(mass.sum((2, 3)), torch.full(mass.shape[:2], float(queries), dtype=torch.float64))
+    queries = int(
+        ((layout.segments != Segment.IMAGE) & layout.valid_mask())[layout.tasks == 0].sum()
+    )
+    torch.testing.assert_close(
+        mass.sum((2, 3)), torch.full(mass.shape[:2], float(queries), dtype=torch.float64)
+    )
 
 
 def test_probe_without_a_layout_reports_a_clear_error():

@@ -112,7 +112,9 @@ class TokenLayout:
         Example: ``[[("system", 3), ("image", 16), ("instruction", 5), ("output", 4)]]``.
         """
         if len(spans) != len(tasks):
-            raise TokredError(f"{len(spans)} span lists but {len(tasks)} tasks: give one task per sample")
+            raise TokredError(
+                f"{len(spans)} span lists but {len(tasks)} tasks: give one task per sample"
+            )
         if padding_side not in ("left", "right"):
             raise TokredError(f"padding_side {padding_side!r}: expected 'left' or 'right'")
         rows: list[list[int]] = []
@@ -121,9 +123,13 @@ class TokenLayout:
             for seg, count in sample:
                 s = _parse_segment(seg)
                 if not isinstance(count, int) or count < 0:
-                    raise TokredError(f"sample {b}: span {s.name.lower()} has count {count!r}; need an int >= 0")
+                    raise TokredError(
+                        f"sample {b}: span {s.name.lower()} has count {count!r}; need an int >= 0"
+                    )
                 if s == Segment.PAD:
-                    raise TokredError(f"sample {b}: spans must not contain padding; it is added by length")
+                    raise TokredError(
+                        f"sample {b}: spans must not contain padding; it is added by length"
+                    )
                 row.extend([int(s)] * count)
             if not row:
                 raise TokredError(f"sample {b} has no tokens")
@@ -131,7 +137,9 @@ class TokenLayout:
         longest = max(len(r) for r in rows) if rows else 0
         n = longest if length is None else length
         if n < longest:
-            raise TokredError(f"layout length {n} is shorter than the longest sample ({longest} tokens)")
+            raise TokredError(
+                f"layout length {n} is shorter than the longest sample ({longest} tokens)"
+            )
         seg = torch.full((len(rows), n), int(Segment.PAD), dtype=torch.long)
         for b, row in enumerate(rows):
             if padding_side == "right":

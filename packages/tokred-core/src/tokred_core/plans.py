@@ -59,7 +59,9 @@ class ReductionPlan:
 
     def __post_init__(self) -> None:
         if self.roles.dim() != 3:
-            raise TokredError(f"plan roles must be (layers, batch, seq), got {tuple(self.roles.shape)}")
+            raise TokredError(
+                f"plan roles must be (layers, batch, seq), got {tuple(self.roles.shape)}"
+            )
         n_layers = self.roles.shape[0]
         for s in self.selections:
             if not 0 <= s.layer < n_layers - 1:
@@ -108,9 +110,7 @@ class ReductionPlan:
 
     def role_counts(self) -> torch.Tensor:
         """(L, B, len(Role)) long: tokens of each role per layer and sample."""
-        return torch.stack(
-            [(self.roles == r).sum(-1) for r in Role], dim=-1
-        )
+        return torch.stack([(self.roles == r).sum(-1) for r in Role], dim=-1)
 
 
 def _check_ratio(name: str, value: float) -> None:

@@ -10,7 +10,7 @@ Group 0 is always the text (base) projections; group k >= 1 is `image_sets(shari
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 import torch
 
@@ -22,7 +22,7 @@ __all__ = ["Sharing", "parse_sharing", "image_sets", "projection_groups", "TEXT_
 TEXT_GROUP = 0
 
 
-class Sharing(str, Enum):
+class Sharing(StrEnum):
     SHARED = "shared"
     MODALITY = "modality"
     TASK = "task"

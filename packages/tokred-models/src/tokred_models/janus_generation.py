@@ -68,7 +68,9 @@ def janus_input_embeddings(
         codes = input_ids[image_code_mask]
         num_codes = janus.generation_embeddings.num_embeddings
         if int(codes.max()) >= num_codes or int(codes.min()) < 0:
-            raise TokredError(f"image codes must lie in 0..{num_codes - 1}, got {int(codes.min())}..{int(codes.max())}")
+            raise TokredError(
+                f"image codes must lie in 0..{num_codes - 1}, got {int(codes.min())}..{int(codes.max())}"
+            )
         code_embeds = janus.generation_aligner(janus.generation_embeddings(codes))
         embeds = embeds.masked_scatter(image_code_mask[..., None], code_embeds.to(embeds.dtype))
     return embeds
@@ -104,8 +106,11 @@ def janus_unified_forward(
     embeds = janus_input_embeddings(model, input_ids, image_code_mask, pixel_values)
     kwargs = {LAYOUT_KWARG: layout} if layout is not None else {}
     out = model.model.language_model(
-        inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
-        use_cache=False, **kwargs,
+        inputs_embeds=embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+        **kwargs,
     )
     hidden = out.last_hidden_state
     text_loss, n_text = _head_loss(model.lm_head, hidden, text_labels)
@@ -114,6 +119,8 @@ def janus_unified_forward(
         raise TokredError("the batch has no text or image targets to compute a loss on")
     total = n_text + n_image
     loss = sum(
-        part * (n / total) for part, n in ((text_loss, n_text), (image_loss, n_image)) if part is not None
+        part * (n / total)
+        for part, n in ((text_loss, n_text), (image_loss, n_image))
+        if part is not None
     )
     return JanusUnifiedOutput(loss, text_loss, image_loss, hidden)

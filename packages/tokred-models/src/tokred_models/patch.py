@@ -103,7 +103,9 @@ def _as_task_policies(policies) -> TaskPolicies:
         return TaskPolicies.uniform(policies)
     if isinstance(policies, Mapping):
         return TaskPolicies(policies)
-    raise TokredError(f"policies must be a TaskPolicies, a mapping task->policy or a policy, got {policies!r}")
+    raise TokredError(
+        f"policies must be a TaskPolicies, a mapping task->policy or a policy, got {policies!r}"
+    )
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -47,7 +47,7 @@ class AllocationResult:
     def to_dict(self) -> dict:
         names = [s.name.lower() for s in Segment][:NUM_SEGMENTS]
         out = {}
-        for task, mass in self.mass.items():
+        for task in self.mass:
             shares = self.shares(task)
             out[task.name.lower()] = {
                 "segments": names,
@@ -61,9 +61,9 @@ class AllocationResult:
 class AttentionProbe:
     """Context manager collecting allocation over every forward run inside it.
 
-        with AttentionProbe(model) as probe:
-            model(input_ids=ids, attention_mask=mask, tokred_layout=layout)
-        result = probe.result()
+    with AttentionProbe(model) as probe:
+        model(input_ids=ids, attention_mask=mask, tokred_layout=layout)
+    result = probe.result()
     """
 
     def __init__(self, model: nn.Module, chunk_size: int = 256) -> None:
@@ -93,7 +93,18 @@ class AttentionProbe:
 
     @torch.no_grad()
     def __call__(
-        self, state: ExecutionState, layer_idx, q, k, q_tok, k_tok, q_valid, k_valid, *, window, scale
+        self,
+        state: ExecutionState,
+        layer_idx,
+        q,
+        k,
+        q_tok,
+        k_tok,
+        q_valid,
+        k_valid,
+        *,
+        window,
+        scale,
     ) -> None:
         if window is not None and state.layout.seq_len > window:
             raise TokredError(
@@ -104,12 +115,21 @@ class AttentionProbe:
         q_seg = segments.gather(1, q_tok)
         k_seg = segments.gather(1, k_tok)
         mass = segment_attention_mass(
-            q.detach(), k.detach(), k_seg, NUM_SEGMENTS,
-            query_valid=q_valid, key_valid=k_valid, causal=True,
+            q.detach(),
+            k.detach(),
+            k_seg,
+            NUM_SEGMENTS,
+            query_valid=q_valid,
+            key_valid=k_valid,
+            causal=True,
             scale=scale,
-            query_positions=q_tok, key_positions=k_tok, chunk_size=self.chunk_size,
+            query_positions=q_tok,
+            key_positions=k_tok,
+            chunk_size=self.chunk_size,
         )
-        per_sample = segment_mass_by_query_segment(mass, q_seg, q_valid, NUM_SEGMENTS)  # (B,H,Sq,Sk)
+        per_sample = segment_mass_by_query_segment(
+            mass, q_seg, q_valid, NUM_SEGMENTS
+        )  # (B,H,Sq,Sk)
         num_layers = state.plan.num_layers
         for task in Task:
             rows = state.layout.tasks == int(task)

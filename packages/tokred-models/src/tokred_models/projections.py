@@ -14,7 +14,13 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["IMAGE_PROJ_ATTR", "PROJ_NAMES", "add_image_projections", "remove_image_projections", "grouped_projection"]
+__all__ = [
+    "IMAGE_PROJ_ATTR",
+    "PROJ_NAMES",
+    "add_image_projections",
+    "remove_image_projections",
+    "grouped_projection",
+]
 
 IMAGE_PROJ_ATTR = "image_proj"
 PROJ_NAMES = ("q_proj", "k_proj", "v_proj")
@@ -50,7 +56,9 @@ def projection_modules(attn: nn.Module, proj: str, sets: tuple[str, ...]) -> lis
     return modules
 
 
-def grouped_projection(x: torch.Tensor, groups: torch.Tensor, modules: list[nn.Module]) -> torch.Tensor:
+def grouped_projection(
+    x: torch.Tensor, groups: torch.Tensor, modules: list[nn.Module]
+) -> torch.Tensor:
     """Apply modules[g] to the rows of x (n, d) whose group is g; each row is computed once.
 
     The common case (one group present) is a plain call, so `none` with `shared` projections

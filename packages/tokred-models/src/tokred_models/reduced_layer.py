@@ -71,7 +71,13 @@ class ReducedLayerForward:
         self.norm_placement = norm_placement
         self.window = window
 
-    def __call__(self, hidden_states: torch.Tensor, *args, tokred_state: ExecutionState | None = None, **kwargs):
+    def __call__(
+        self,
+        hidden_states: torch.Tensor,
+        *args,
+        tokred_state: ExecutionState | None = None,
+        **kwargs,
+    ):
         if tokred_state is None:
             return self.original_forward(hidden_states, *args, **kwargs)
         cache = kwargs.get("past_key_values")
@@ -131,9 +137,15 @@ class ReducedLayerForward:
         x_act = gather_packed(x, a_idx)
         h = adapter.input_norm(layer)(x_act) if self.norm_placement == "pre" else x_act
         g_act = groups.index_select(0, a_idx.indices)
-        q = grouped_projection(h, g_act, projection_modules(attn, "q_proj", self.sets)).view(-1, heads, head_dim)
-        k = grouped_projection(h, g_act, projection_modules(attn, "k_proj", self.sets)).view(-1, kv_heads, head_dim)
-        v = grouped_projection(h, g_act, projection_modules(attn, "v_proj", self.sets)).view(-1, kv_heads, head_dim)
+        q = grouped_projection(h, g_act, projection_modules(attn, "q_proj", self.sets)).view(
+            -1, heads, head_dim
+        )
+        k = grouped_projection(h, g_act, projection_modules(attn, "k_proj", self.sets)).view(
+            -1, kv_heads, head_dim
+        )
+        v = grouped_projection(h, g_act, projection_modules(attn, "v_proj", self.sets)).view(
+            -1, kv_heads, head_dim
+        )
         q, k = adapter.qk_norm(attn, q, k)
         c_a, s_a = cos.index_select(0, a_idx.indices), sin.index_select(0, a_idx.indices)
         q, k = _rope(q, c_a, s_a), _rope(k, c_a, s_a)
@@ -145,13 +157,19 @@ class ReducedLayerForward:
         kv_valid = [a_idx.padded_valid]
         if bool(inject.any()):
             if embeddings is None:
-                raise TokredError("INJECT tokens need the layer-0 embeddings, but layer 0 did not run")
+                raise TokredError(
+                    "INJECT tokens need the layer-0 embeddings, but layer 0 did not run"
+                )
             i_idx = token_index(inject)
             e = gather_packed(embeddings, i_idx)
             e = adapter.input_norm(layer)(e) if self.norm_placement == "pre" else e
             g_inj = groups.index_select(0, i_idx.indices)
-            ki = grouped_projection(e, g_inj, projection_modules(attn, "k_proj", self.sets)).view(-1, kv_heads, head_dim)
-            vi = grouped_projection(e, g_inj, projection_modules(attn, "v_proj", self.sets)).view(-1, kv_heads, head_dim)
+            ki = grouped_projection(e, g_inj, projection_modules(attn, "k_proj", self.sets)).view(
+                -1, kv_heads, head_dim
+            )
+            vi = grouped_projection(e, g_inj, projection_modules(attn, "v_proj", self.sets)).view(
+                -1, kv_heads, head_dim
+            )
             _, ki = adapter.qk_norm(attn, ki.new_zeros(ki.shape[0], heads, head_dim), ki)
             ki = _rope(ki, cos.index_select(0, i_idx.indices), sin.index_select(0, i_idx.indices))
             k_parts.append(pack_to_padded(ki, i_idx))
@@ -175,15 +193,28 @@ class ReducedLayerForward:
         if state.probe is not None and self.layer_idx not in state.probed_layers:
             state.probed_layers.add(self.layer_idx)  # once per forward, not again on recompute
             state.probe(
-                state, self.layer_idx, q_pad, k_pad, q_tok, k_tok, q_valid, k_valid,
-                window=self.window, scale=attn.scaling,
+                state,
+                self.layer_idx,
+                q_pad,
+                k_pad,
+                q_tok,
+                k_tok,
+                q_valid,
+                k_valid,
+                window=self.window,
+                scale=attn.scaling,
             )
         self._select(state, q_pad, k_pad, q_tok, k_tok, q_valid, k_valid, bsz, seq)
 
         dropout = getattr(attn, "attention_dropout", 0.0) if attn.training else 0.0
         o = F.scaled_dot_product_attention(
-            q_pad, k_pad, v_pad, attn_mask=mask[:, None], dropout_p=dropout,
-            scale=attn.scaling, enable_gqa=heads != kv_heads,
+            q_pad,
+            k_pad,
+            v_pad,
+            attn_mask=mask[:, None],
+            dropout_p=dropout,
+            scale=attn.scaling,
+            enable_gqa=heads != kv_heads,
         )
         o = padded_to_packed(o.transpose(1, 2).reshape(bsz, -1, heads * head_dim), a_idx)
         o = attn.o_proj(o)
@@ -208,8 +239,13 @@ class ReducedLayerForward:
                 q_sel = sel.queries.gather(1, q_tok) & q_valid
                 cand = (sel.candidates & active).gather(1, k_tok) & k_valid
                 scores = attention_importance(
-                    q_pad.detach(), k_pad.detach(), q_sel, cand,
-                    key_valid=k_valid, query_positions=q_tok, key_positions=k_tok,
+                    q_pad.detach(),
+                    k_pad.detach(),
+                    q_sel,
+                    cand,
+                    key_valid=k_valid,
+                    query_positions=q_tok,
+                    key_positions=k_tok,
                     scale=self.adapter.attention(self.layer).scaling,
                 )
                 keep = keep_counts(cand.sum(-1), sel.keep_ratio)
@@ -221,7 +257,9 @@ class ReducedLayerForward:
                 state.plan.apply_selection(sel, kept)
 
 
-def _head_counts(attn: nn.Module, adapter: DecoderAdapter, layer: nn.Module) -> tuple[int, int, int]:
+def _head_counts(
+    attn: nn.Module, adapter: DecoderAdapter, layer: nn.Module
+) -> tuple[int, int, int]:
     # From the config, not the weights: a 4-bit or LoRA-wrapped projection hides its shape.
     config = attn.config
     return config.num_attention_heads, config.num_key_value_heads, attn.head_dim

@@ -30,7 +30,14 @@ class TinyUnifiedConfig:
     seed: int | None = 0
 
     def __post_init__(self) -> None:
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads"):
+        for name in (
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_layers",
+            "num_heads",
+            "num_kv_heads",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise TokredError(f"tiny model {name}={value!r} must be a positive integer")

@@ -1,7 +1,14 @@
 """Reduction policies, one file each, registered by name."""
 
 from . import fastv, himix, hmgen, none, pyramid_drop, random_drop  # noqa: F401  (registration)
-from .base import Policy, PolicyConfig, available_policies, build_policy, policy_class, register_policy
+from .base import (
+    Policy,
+    PolicyConfig,
+    available_policies,
+    build_policy,
+    policy_class,
+    register_policy,
+)
 from .composite import TaskPolicies
 from .fastv import FastV, FastVConfig
 from .himix import HiMix, HiMixConfig

@@ -48,7 +48,9 @@ class Policy(ABC):
     def __init__(self, config: PolicyConfig | None = None, **fields: Any) -> None:
         if config is not None and fields:
             raise TokredError(f"policy {self.name}: give a config or fields, not both")
-        self.config = config if config is not None else build_config(self.config_class, fields, self.name)
+        self.config = (
+            config if config is not None else build_config(self.config_class, fields, self.name)
+        )
 
     def plan(self, layout: TokenLayout, num_layers: int) -> ReductionPlan:
         """The plan of every sample in `layout`, all of which are treated as this policy's task."""
@@ -100,7 +102,9 @@ def build_config(cls: type[PolicyConfig], fields: dict[str, Any], owner: str) ->
     unknown = sorted(set(fields) - set(known))
     if unknown:
         allowed = ", ".join(sorted(known)) or "none"
-        raise TokredError(f"unknown key {unknown[0]!r} for policy {owner!r} (known keys: {allowed})")
+        raise TokredError(
+            f"unknown key {unknown[0]!r} for policy {owner!r} (known keys: {allowed})"
+        )
     hints = typing.get_type_hints(cls)
     values = {k: _coerce(v, hints[k], f"{owner}.{k}") for k, v in fields.items()}
     try:
@@ -174,7 +178,9 @@ def require_image_tokens(layout: TokenLayout, policy: str) -> torch.Tensor:
     return image
 
 
-def check_layer(value: int, num_layers: int, key: str, low: int = 0, high: int | None = None) -> None:
+def check_layer(
+    value: int, num_layers: int, key: str, low: int = 0, high: int | None = None
+) -> None:
     high = num_layers - 1 if high is None else high
     if not low <= value <= high:
         raise TokredError(

@@ -48,5 +48,7 @@ class FastV(Policy):
         image = require_image_tokens(layout, self.name)
         queries = importance_queries(layout, self.config.query)
         plan = ReductionPlan.full(num_layers, layout.batch_size, layout.seq_len, layout.device)
-        plan.selections = (Selection(self.config.layer - 1, image, queries, self.config.keep_ratio),)
+        plan.selections = (
+            Selection(self.config.layer - 1, image, queries, self.config.keep_ratio),
+        )
         return plan

@@ -31,7 +31,9 @@ class PyramidDropConfig(PolicyConfig):
     def __post_init__(self) -> None:
         _check_ratio("pyramid_drop keep_ratio", self.keep_ratio)
         if self.boundaries is not None and sorted(set(self.boundaries)) != list(self.boundaries):
-            raise TokredError(f"pyramid_drop boundaries={self.boundaries} must be strictly increasing")
+            raise TokredError(
+                f"pyramid_drop boundaries={self.boundaries} must be strictly increasing"
+            )
 
 
 @register_policy
@@ -52,6 +54,7 @@ class PyramidDrop(Policy):
         queries = importance_queries(layout, self.config.query)
         plan = ReductionPlan.full(num_layers, layout.batch_size, layout.seq_len, layout.device)
         plan.selections = tuple(
-            Selection(b - 1, image, queries, self.config.keep_ratio) for b in self.boundaries(num_layers)
+            Selection(b - 1, image, queries, self.config.keep_ratio)
+            for b in self.boundaries(num_layers)
         )
         return plan

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from torch import nn
 from tokred_core import TokredError
+from torch import nn
 
 __all__ = ["DecoderAdapter", "register_adapter", "adapter_for", "supported_model_types"]
 
@@ -62,7 +62,7 @@ class DecoderAdapter:
         return layer.mlp
 
     def norm_placement(self, model: nn.Module) -> Literal["pre", "swin"]:
-        """"pre": x + attn(norm(x)), x + mlp(norm(x)); "swin": x + norm(attn(x)), x + norm(mlp(x))."""
+        """ "pre": x + attn(norm(x)), x + mlp(norm(x)); "swin": x + norm(attn(x)), x + norm(mlp(x))."""
         return "pre"
 
     def qk_norm(

@@ -11,6 +11,15 @@ from .formats import (
     load_llava_conversations,
     load_prompt_image_jsonl,
 )
+from .hf_vq import (
+    IMAGE_TOKENIZERS,
+    ChameleonImageTokenizer,
+    Emu3ImageTokenizer,
+    HFImageTokenizer,
+    JanusImageTokenizer,
+    PixelSpec,
+    image_tokenizer_for,
+)
 from .images import as_uint8_batch, as_uint8_image, square_resize
 from .samples import shapes_samples
 from .shapes import (
@@ -27,16 +36,6 @@ from .shapes import (
 )
 from .vocab import SPECIAL_TOKENS, UnifiedVocab, collect_texts
 from .vq import PatchVQTokenizer
-
-from .hf_vq import (
-    IMAGE_TOKENIZERS,
-    ChameleonImageTokenizer,
-    Emu3ImageTokenizer,
-    HFImageTokenizer,
-    JanusImageTokenizer,
-    PixelSpec,
-    image_tokenizer_for,
-)
 
 __all__ = [
     "IMAGE_TOKENIZERS",
