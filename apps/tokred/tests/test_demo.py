@@ -1,0 +1,110 @@
+"""`tokred demo` end to end with a very small step count (the real default is tuned to be
+clearly above chance; that is checked by running it, not here)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from PIL import Image
+from tokred.cli import main
+from tokred.report import above_chance, nontrivial_understanding, render_report
+
+RUN_KEYS = {"policies", "sharing", "train", "final", "understanding", "generation", "allocation"}
+
+
+@pytest.mark.slow
+def test_demo_writes_report_metrics_and_figures(tmp_path, capsys):
+    out = tmp_path / "demo"
+    argv = [
+        "demo",
+        "--out",
+        str(out),
+        "--steps",
+        "3",
+        "--threads",
+        "1",
+        "--eval-understanding",
+        "8",
+        "--eval-generation",
+        "4",
+        "--probe-samples",
+        "4",
+        "--set",
+        "data.num_train=60",
+        "--set",
+        "data.num_val=8",
+    ]
+    assert main(argv) == 0
+    assert "FLOPs ratio" in capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert {
+        "wall_time_s",
+        "machine",
+        "setup",
+        "runs",
+        "comparison",
+        "above_chance",
+        "files",
+    } <= set(m)
+    assert set(m["runs"]) == {"baseline", "reduced"}
+    for run in m["runs"].values():
+        assert RUN_KEYS <= set(run)
+        assert run["train"]["steps"] == 3
+        assert 0 <= run["understanding"]["accuracy"] <= 1
+        assert set(run["generation"]["per_attribute"]) == {"kind", "color", "position", "all"}
+        assert run["allocation"]["understanding"]["image_share_first"] >= 0
+    assert m["runs"]["reduced"]["generation"]["mode"] == "reduced"
+    flops = m["comparison"]["flops"]
+    for key in ("mixed", "understanding", "generation"):
+        assert 0 < flops[key]["ratio"] < 1  # himix + hmgen remove work
+    assert m["comparison"]["step_time_ratio"] > 0
+    assert m["setup"]["same_vocab_and_vq"] is True
+    for rel in m["files"].values():
+        assert (out / rel).is_file(), rel
+    for rel in (v for v in m["files"].values() if v.endswith(".png")):
+        with Image.open(out / rel) as im:
+            im.load()
+    report = (out / "report.md").read_text()
+    for heading in ("## Setup", "## Results", "## Cost", "## Attention allocation"):
+        assert heading in report
+    assert report == render_report(m)  # the page re-renders from metrics.json alone
+    # Running it again into the same folder replaces the runs.
+    assert main(argv) == 0
+
+
+def test_above_chance_rule():
+    u = {
+        "accuracy": 0.8,
+        "chance": 0.4,
+        "majority": 0.5,
+        "per_type": {
+            "kind": {
+                "accuracy": 0.9,
+                "correct": 9,
+                "total": 10,
+                "num_answers": 3,
+                "chance": 1 / 3,
+                "majority": 0.4,
+            },
+            "count": {
+                "accuracy": 1.0,
+                "correct": 10,
+                "total": 10,
+                "num_answers": 1,
+                "chance": 1.0,
+                "majority": 1.0,
+            },
+        },
+    }
+    g = {
+        "accuracy": 0.05,
+        "chance": {"kind": 1 / 3, "color": 0.25, "position": 0.25, "all": 1 / 48},
+        "per_attribute": {"kind": 0.5, "color": 0.3, "position": 0.9, "all": 0.05},
+    }
+    nt = nontrivial_understanding(u)
+    assert nt["accuracy"] == 0.9 and nt["total"] == 10
+    verdict = above_chance({"baseline": {"understanding": u, "generation": g}})["baseline"]
+    assert verdict["understanding"] is True
+    assert verdict["generation"] is False  # 5% is not 10 points over 2.1%
+    assert verdict["generation_attributes"] == {"kind": True, "color": False, "position": True}
