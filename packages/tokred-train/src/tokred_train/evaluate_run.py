@@ -30,6 +30,7 @@ import torch
 from tokred_core import TokredError
 from torch import nn
 
+from .data.atomic import atomic_write_text
 from .evaluate import (
     GenerationResult,
     UnderstandingResult,
@@ -247,10 +248,8 @@ def evaluate_run(
     }
     if u is not None:
         predictions = out_dir / "predictions.jsonl"
-        predictions.write_text(
-            "".join(json.dumps(p) + "\n" for p in u.predictions), encoding="utf-8"
-        )
-    (out_dir / "eval.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+        atomic_write_text(predictions, "".join(json.dumps(p) + "\n" for p in u.predictions))
+    atomic_write_text(out_dir / "eval.json", json.dumps(out, indent=2) + "\n")
     return out
 
 

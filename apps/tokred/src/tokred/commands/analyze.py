@@ -272,7 +272,9 @@ def analyze_run(
         "bars": out_dir / ALLOCATION_FILES["bars"],
         "pies": out_dir / ALLOCATION_FILES["pies"],
     }
-    files["json"].write_text(json.dumps(alloc, indent=1) + "\n", encoding="utf-8")
+    from tokred_train.data.atomic import atomic_write_text
+
+    atomic_write_text(files["json"], json.dumps(alloc, indent=1) + "\n")
     plot_allocation(alloc, files["bars"], title=title)
     plot_pies(alloc, files["pies"], title=title)
     alloc["files"] = {k: str(v) for k, v in files.items()}

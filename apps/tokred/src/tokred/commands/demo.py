@@ -387,10 +387,11 @@ def run_demo(
     }
     metrics["files"]["report"] = "report.md"
     metrics["files"]["metrics"] = "metrics.json"
-    (out / "metrics.json").write_text(
-        json.dumps(metrics, indent=1, default=str) + "\n", encoding="utf-8"
-    )
-    (out / "report.md").write_text(report.render_report(metrics), encoding="utf-8")
+    # Atomic: an interrupted demo never leaves a half-written report behind.
+    from tokred_train.data.atomic import atomic_write_text
+
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=str) + "\n")
+    atomic_write_text(out / "report.md", report.render_report(metrics))
     _say(f"wrote {out / 'report.md'} and {out / 'metrics.json'}", t0)
     return metrics
 
