@@ -16,7 +16,6 @@ position embeddings), causal order is by sequence index, and attention goes thro
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from tokred_core import Role, TokredError, keep_counts
 from tokred_kernels import (
     attention_importance,
@@ -30,6 +29,7 @@ from tokred_kernels import (
 from torch import nn
 
 from .adapters.base import DecoderAdapter
+from .bucketed_attention import KeyPart, bucketed_attention
 from .projections import grouped_projection, projection_modules
 from .state import ExecutionState
 
@@ -155,6 +155,7 @@ class ReducedLayerForward:
         v_parts = [pack_to_padded(v, a_idx)]
         kv_tok = [a_idx.padded_indices % max(seq, 1)]
         kv_valid = [a_idx.padded_valid]
+        kv_counts = [a_idx.counts.tolist()]
         if bool(inject.any()):
             if embeddings is None:
                 raise TokredError(
@@ -176,19 +177,13 @@ class ReducedLayerForward:
             v_parts.append(pack_to_padded(vi, i_idx))
             kv_tok.append(i_idx.padded_indices % max(seq, 1))
             kv_valid.append(i_idx.padded_valid)
+            kv_counts.append(i_idx.counts.tolist())
+        # The whole batch's keys in one padded block, for the probe and selections only.
         k_pad = torch.cat(k_parts, dim=1).transpose(1, 2)  # (B, Hkv, Nk, D)
-        v_pad = torch.cat(v_parts, dim=1).transpose(1, 2)
         q_tok = a_idx.padded_indices % max(seq, 1)
         k_tok = torch.cat(kv_tok, dim=1)
         k_valid = torch.cat(kv_valid, dim=1)
         q_valid = a_idx.padded_valid
-
-        mask = k_tok[:, None, :] <= q_tok[:, :, None]
-        if self.window is not None:
-            mask &= (q_tok[:, :, None] - k_tok[:, None, :]) < self.window
-        mask &= k_valid[:, None, :]
-        # Padding query rows see every key so the softmax stays finite; their output is dropped.
-        mask |= ~q_valid[:, :, None]
 
         if state.probe is not None and self.layer_idx not in state.probed_layers:
             state.probed_layers.add(self.layer_idx)  # once per forward, not again on recompute
@@ -207,14 +202,21 @@ class ReducedLayerForward:
         self._select(state, q_pad, k_pad, q_tok, k_tok, q_valid, k_valid, bsz, seq)
 
         dropout = getattr(attn, "attention_dropout", 0.0) if attn.training else 0.0
-        o = F.scaled_dot_product_attention(
+        parts = [
+            KeyPart(kp.transpose(1, 2), vp.transpose(1, 2), tok, valid, counts)
+            for kp, vp, tok, valid, counts in zip(
+                k_parts, v_parts, kv_tok, kv_valid, kv_counts, strict=True
+            )
+        ]
+        o = bucketed_attention(
             q_pad,
-            k_pad,
-            v_pad,
-            attn_mask=mask[:, None],
-            dropout_p=dropout,
+            q_tok,
+            q_valid,
+            kv_counts[0],
+            parts,
             scale=attn.scaling,
-            enable_gqa=heads != kv_heads,
+            dropout=dropout,
+            window=self.window,
         )
         o = padded_to_packed(o.transpose(1, 2).reshape(bsz, -1, heads * head_dim), a_idx)
         o = attn.o_proj(o)
