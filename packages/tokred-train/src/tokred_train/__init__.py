@@ -11,46 +11,6 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = [
-    # config
-    "TrainConfig",
-    "ModelConfig",
-    "DataConfig",
-    "PolicySpec",
-    "ReductionConfig",
-    "OptimConfig",
-    "LoraConfig",
-    "RunConfig",
-    "EvalConfig",
-    "load_config",
-    "save_config",
-    "config_to_dict",
-    # data side
-    "TrainData",
-    "TaskSamples",
-    "ImageTokenizer",
-    "TokenVocab",
-    "MixedBatchSampler",
-    "build_train_data",
-    "build_embedded_data",
-    "register_model_io",
-    # model side
-    "BuiltModel",
-    "build_model",
-    "apply_lora",
-    "quantize_linears_4bit_",
-    # loop
-    "train",
-    "RunResult",
-    # checkpoints
-    "save_checkpoint",
-    "load_checkpoint",
-    "find_latest_checkpoint",
-    # distributed
-    "DistInfo",
-    "dist_info",
-]
-
 _WHERE = {
     "TrainConfig": "config",
     "ModelConfig": "config",
@@ -83,7 +43,15 @@ _WHERE = {
     "find_latest_checkpoint": "checkpoint",
     "DistInfo": "distributed",
     "dist_info": "distributed",
+    "evaluate_understanding": "evaluate",
+    "evaluate_generation": "evaluate",
+    "save_sample_grid": "evaluate_grid",
+    "load_run": "evaluate_run",
+    "evaluate_run": "evaluate_run",
 }
+
+# The public surface is exactly what __getattr__ can load.
+__all__ = sorted(_WHERE)
 
 
 def __getattr__(name: str) -> Any:
