@@ -5,50 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from models_helpers import build
 from tokred_core import TokenLayout, TokredError, build_policy
 from tokred_models import apply_reduction
 from tokred_models.janus_generation import janus_input_embeddings, janus_unified_forward
-from transformers import JanusConfig, JanusForConditionalGeneration
 
-IMAGE_TOKEN = 5
-NUM_CODES = 24
+IMAGE_TOKEN = 90  # models_helpers' tiny Janus: image_token_id
+NUM_CODES = 16  # its VQ codebook size
 
 
-def tiny_janus() -> JanusForConditionalGeneration:
-    torch.manual_seed(0)
-    config = JanusConfig(
-        text_config=dict(
-            model_type="llama",
-            vocab_size=40,
-            hidden_size=32,
-            intermediate_size=48,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        ),
-        vision_config=dict(
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=16,
-            patch_size=8,
-            projection_dim=32,
-            depth=1,
-            num_image_tokens=4,
-        ),
-        vq_config=dict(
-            embed_dim=8,
-            num_embeddings=NUM_CODES,
-            base_channels=32,
-            channel_multiplier=[1, 1],
-            num_res_blocks=1,
-            latent_channels=32,
-            projection_dim=32,
-            image_token_embed_dim=32,
-        ),
-        image_token_id=IMAGE_TOKEN,
-    )
-    return JanusForConditionalGeneration(config).eval()
+def tiny_janus():
+    model = build("janus")
+    assert model.config.image_token_id == IMAGE_TOKEN
+    assert model.model.generation_embeddings.num_embeddings == NUM_CODES
+    return model
 
 
 def batch():
@@ -61,7 +31,7 @@ def batch():
         ["understanding", "generation"],
     )
     n = layout.seq_len
-    ids = torch.randint(6, 40, (2, n))
+    ids = torch.randint(3, 80, (2, n))
     ids[0, 2:6] = IMAGE_TOKEN
     code_mask = torch.zeros(2, n, dtype=torch.bool)
     code_mask[1, 5:10] = True
@@ -125,7 +95,7 @@ def test_bad_codes_and_missing_pixels_are_named():
     layout, ids, code_mask, tl, il, am, px = batch()
     bad = ids.clone()
     bad[1, 6] = NUM_CODES + 3
-    with pytest.raises(TokredError, match="image codes must lie in 0..23"):
+    with pytest.raises(TokredError, match="image codes must lie in 0..15"):
         janus_unified_forward(model, bad, code_mask, tl, il, am, px)
     with pytest.raises(TokredError, match="no pixel_values"):
         janus_unified_forward(model, ids, code_mask, tl, il, am, None)
