@@ -261,3 +261,14 @@ def test_errors_name_the_sample_index_of_the_whole_batch():
     )
     with pytest.raises(TokredError, match="sample 1 has none"):
         TaskPolicies({"understanding": "himix"}).plan(layout, 4)
+
+
+def test_fastv_on_a_one_layer_model_says_it_needs_two_layers():
+    import pytest
+    from tokred_core import TokenLayout, TokredError, build_policy
+
+    layout = TokenLayout.from_spans(
+        [[("system", 1), ("image", 4), ("instruction", 2), ("output", 1)]], ["understanding"]
+    )
+    with pytest.raises(TokredError, match="1-layer model has no valid fastv layer .*at least 2"):
+        build_policy("fastv").plan(layout, 1)

@@ -182,6 +182,11 @@ def check_layer(
     value: int, num_layers: int, key: str, low: int = 0, high: int | None = None
 ) -> None:
     high = num_layers - 1 if high is None else high
+    if high < low:
+        raise TokredError(
+            f"{key}={value} is out of range: a {num_layers}-layer model has no valid {key} "
+            f"(it needs at least {low + 1} layers)"
+        )
     if not low <= value <= high:
         raise TokredError(
             f"{key}={value} is out of range: the model has {num_layers} layers, so it must be "

@@ -47,8 +47,8 @@ class FastV(Policy):
         check_layer(self.config.layer, num_layers, "fastv layer", low=1)
         image = require_image_tokens(layout, self.name)
         queries = importance_queries(layout, self.config.query)
-        plan = ReductionPlan.full(num_layers, layout.batch_size, layout.seq_len, layout.device)
-        plan.selections = (
-            Selection(self.config.layer - 1, image, queries, self.config.keep_ratio),
-        )
-        return plan
+        roles = ReductionPlan.full(
+            num_layers, layout.batch_size, layout.seq_len, layout.device
+        ).roles
+        selection = Selection(self.config.layer - 1, image, queries, self.config.keep_ratio)
+        return ReductionPlan(roles, (selection,))

@@ -52,9 +52,11 @@ class PyramidDrop(Policy):
     def _plan(self, layout: TokenLayout, num_layers: int) -> ReductionPlan:
         image = require_image_tokens(layout, self.name)
         queries = importance_queries(layout, self.config.query)
-        plan = ReductionPlan.full(num_layers, layout.batch_size, layout.seq_len, layout.device)
-        plan.selections = tuple(
+        roles = ReductionPlan.full(
+            num_layers, layout.batch_size, layout.seq_len, layout.device
+        ).roles
+        selections = tuple(
             Selection(b - 1, image, queries, self.config.keep_ratio)
             for b in self.boundaries(num_layers)
         )
-        return plan
+        return ReductionPlan(roles, selections)
