@@ -164,8 +164,7 @@ def apply_reduction(
             kwargs[STATE_KWARG] = state
             # A reduced forward fills no KV cache; asking for one would return an empty cache
             # that silently loses the context if reused for decoding.
-            if "use_cache" in kwargs or module is model:
-                kwargs["use_cache"] = False
+            kwargs["use_cache"] = False
         return args, kwargs
 
     handle._hooks.append(model.register_forward_pre_hook(pre_hook, with_kwargs=True))

@@ -119,8 +119,6 @@ class ReducedLayerForward:
         attn = adapter.attention(layer)
         bsz, seq, _ = x.shape
         state.layout.check_length(seq, bsz)
-        if self.layer_idx == 0 and state.embeddings is None:
-            state.embeddings = x
         if embeddings is None:
             embeddings = state.embeddings
         roles = state.roles[self.layer_idx]
@@ -132,7 +130,7 @@ class ReducedLayerForward:
 
         cos, sin = (t.expand(bsz, -1, -1).reshape(bsz * seq, -1) for t in position_embeddings)
         groups = state.groups.reshape(-1)
-        heads, kv_heads, head_dim = _head_counts(attn, adapter, layer)
+        heads, kv_heads, head_dim = _head_counts(attn)
 
         x_act = gather_packed(x, a_idx)
         h = adapter.input_norm(layer)(x_act) if self.norm_placement == "pre" else x_act
@@ -259,9 +257,7 @@ class ReducedLayerForward:
                 state.plan.apply_selection(sel, kept)
 
 
-def _head_counts(
-    attn: nn.Module, adapter: DecoderAdapter, layer: nn.Module
-) -> tuple[int, int, int]:
+def _head_counts(attn: nn.Module) -> tuple[int, int, int]:
     # From the config, not the weights: a 4-bit or LoRA-wrapped projection hides its shape.
     config = attn.config
     return config.num_attention_heads, config.num_key_value_heads, attn.head_dim
