@@ -27,7 +27,12 @@ from torch import nn
 
 from .patch import LAYOUT_KWARG
 
-__all__ = ["JanusUnifiedOutput", "janus_unified_forward", "janus_input_embeddings"]
+__all__ = [
+    "JanusUnifiedOutput",
+    "janus_unified_forward",
+    "janus_hidden_states",
+    "janus_input_embeddings",
+]
 
 IGNORE = -100
 
@@ -91,6 +96,29 @@ def _head_loss(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor | Non
     return F.cross_entropy(logits.float(), target[keep]), n
 
 
+def janus_hidden_states(
+    model: nn.Module,
+    input_ids: torch.Tensor,
+    image_code_mask: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    pixel_values: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
+    layout: TokenLayout | None = None,
+) -> torch.Tensor:
+    """(B, N, hidden) last hidden states of the language model over the unified batch; the
+    caller applies `lm_head` (text targets) and `model.model.generation_head` (codes)."""
+    embeds = janus_input_embeddings(model, input_ids, image_code_mask, pixel_values)
+    kwargs = {LAYOUT_KWARG: layout} if layout is not None else {}
+    out = model.model.language_model(
+        inputs_embeds=embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        use_cache=False,
+        **kwargs,
+    )
+    return out.last_hidden_state
+
+
 def janus_unified_forward(
     model: nn.Module,
     input_ids: torch.Tensor,
@@ -103,16 +131,9 @@ def janus_unified_forward(
     layout: TokenLayout | None = None,
 ) -> JanusUnifiedOutput:
     """One forward of both tasks; the loss is the token-weighted mean over text and code targets."""
-    embeds = janus_input_embeddings(model, input_ids, image_code_mask, pixel_values)
-    kwargs = {LAYOUT_KWARG: layout} if layout is not None else {}
-    out = model.model.language_model(
-        inputs_embeds=embeds,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-        **kwargs,
+    hidden = janus_hidden_states(
+        model, input_ids, image_code_mask, attention_mask, pixel_values, position_ids, layout
     )
-    hidden = out.last_hidden_state
     text_loss, n_text = _head_loss(model.lm_head, hidden, text_labels)
     image_loss, n_image = _head_loss(model.model.generation_head, hidden, image_labels)
     if text_loss is None and image_loss is None:

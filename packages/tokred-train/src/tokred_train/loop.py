@@ -5,10 +5,11 @@
 One optimizer step = optim.grad_accum micro-batches. Micro-batch m holds the samples the
 `MixedBatchSampler` assigns to m (a fraction data.understanding_ratio of understanding
 samples), collated by `tokred_train.data.collate` into input_ids, labels, attention_mask
-and a `TokenLayout`, and run as `model(input_ids, attention_mask, tokred_layout=layout)`,
-so every sample follows its task's reduction plan. The loss is the causal-LM cross-entropy
-averaged over all target tokens of the step (every micro-batch of it); its understanding
-and generation parts are logged separately. AdamW, warm-up + cosine, gradient clipping,
+and a `TokenLayout`, and run through the model family's loss path (`TrainStep`: for most
+models `model(input_ids, attention_mask, tokred_layout=layout)`), so every sample follows
+its task's reduction plan. The loss is the cross-entropy averaged over all target tokens
+of the step (every micro-batch of it); its understanding and generation parts are logged
+separately. AdamW, warm-up + cosine, gradient clipping,
 bfloat16 autocast on CUDA, optional gradient checkpointing.
 
 Determinism and resume: the batch of a step depends only on (run.seed, step), the model
@@ -52,7 +53,6 @@ from .config import TrainConfig, config_to_dict, load_config, save_config
 from .distributed import DistInfo, barrier, dist_info, init_distributed
 from .embedded import build_train_data
 from .families import check_trainable, hf_model_type
-from .losses import LossTargets, loss_targets, task_loss_sums
 from .metrics_log import (
     METRICS_FILE,
     VALIDATION_FILE,
@@ -64,6 +64,7 @@ from .model_builder import BuiltModel, build_model, resolve_device
 from .optim import build_optimizer, build_scheduler
 from .protocols import ImageTokenizer, TokenVocab
 from .sampler import MixedBatchSampler
+from .train_step import BatchTargets, TrainStep, batch_targets
 from .training_data import TrainData
 from .validation import validation_loss
 
@@ -162,9 +163,9 @@ def _prepare_run_dir(config: TrainConfig, dist: DistInfo):
 
 def _micro_batch(
     data: TrainData, sampler: MixedBatchSampler, micro: int
-) -> tuple[dict[str, Any], LossTargets]:
+) -> tuple[dict[str, Any], BatchTargets]:
     batch = data.collate(sampler.draw(micro))
-    return batch, loss_targets(batch["labels"], batch["layout"].tasks)
+    return batch, batch_targets(batch, data.loss_path)
 
 
 def _save_artifacts(run_dir: Path, data: TrainData) -> None:
@@ -230,12 +231,14 @@ def _train(
             f"the vocabulary has {data.vocab.vocab_size} ids but the model embeds only {rows}"
         )
     model = built.model
-    trained: nn.Module = model
+    # Janus trains through its submodules, which LoRA patches in place inside built.base.
+    step_module = TrainStep(built.base if data.loss_path == "janus" else model, data.loss_path)
+    trained: nn.Module = step_module
     if dist.distributed:
         from torch.nn.parallel import DistributedDataParallel
 
         trained = DistributedDataParallel(
-            model,
+            step_module,
             device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=True,  # reduced layers skip the projections a batch lacks
         )
@@ -289,7 +292,7 @@ def _train(
         rng = capture_rng_state()  # an evaluator that samples must not shift the training RNG
         try:
             metrics = validation_loss(
-                model, data, config.eval.max_samples, eval_bs, device, autocast
+                step_module, data, config.eval.max_samples, eval_bs, device, autocast
             )
             if evaluator is not None:
                 metrics.update(evaluator(model, data, step))
@@ -391,13 +394,7 @@ def _train(
                 )
                 with sync:
                     with autocast():
-                        out = trained(
-                            input_ids=batch["input_ids"].to(device, non_blocking=True),
-                            attention_mask=batch["attention_mask"].to(device, non_blocking=True),
-                            tokred_layout=batch["layout"],
-                            use_cache=False,
-                        )
-                    part = task_loss_sums(out.logits, targets.to(device))
+                        part = trained(batch, targets.to(device))
                     (part.sum() / total).backward()
                 sums += part.detach()
                 tokens += int(batch["attention_mask"].sum())

@@ -13,10 +13,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from tokred_core import Task
+from torch import nn
 
 from .data.collate import IGNORE_INDEX
 
-__all__ = ["LossTargets", "loss_targets", "task_loss_sums"]
+__all__ = ["LossTargets", "loss_targets", "task_loss_sums", "head_loss_sums"]
 
 
 @dataclass
@@ -50,9 +51,20 @@ def loss_targets(labels: torch.Tensor, tasks: torch.Tensor) -> LossTargets:
     return LossTargets(index, shifted[rows, cols], target_tasks, (len(index) - n_gen, n_gen))
 
 
+def head_loss_sums(
+    states: torch.Tensor, targets: LossTargets, head: nn.Module | None = None
+) -> torch.Tensor:
+    """(2,) float32: summed cross-entropy of the understanding and generation targets.
+
+    states (B, N, D): logits when `head` is None, else hidden states that `head` turns into
+    logits at the target rows only (a second output head, e.g. Janus's generation_head).
+    """
+    rows = states.reshape(-1, states.shape[-1]).index_select(0, targets.index)
+    logits = rows if head is None else head(rows)
+    ce = F.cross_entropy(logits.float(), targets.labels, reduction="none")
+    return torch.zeros(2, device=ce.device, dtype=ce.dtype).index_add_(0, targets.tasks, ce)
+
+
 def task_loss_sums(logits: torch.Tensor, targets: LossTargets) -> torch.Tensor:
     """(2,) float32: summed cross-entropy of the understanding and generation targets."""
-    vocab = logits.shape[-1]
-    rows = logits.reshape(-1, vocab).index_select(0, targets.index).float()
-    ce = F.cross_entropy(rows, targets.labels, reduction="none")
-    return torch.zeros(2, device=ce.device, dtype=ce.dtype).index_add_(0, targets.tasks, ce)
+    return head_loss_sums(logits, targets)

@@ -1,6 +1,6 @@
 """Validation loss per task on the held-out samples, under the run's reduction plans.
 
-The same forward and loss as training (losses.py), in eval mode and without gradients:
+The same forward and loss as training (train_step.py), in eval mode and without gradients:
 the token-mean cross-entropy over each task's targets on the first eval.max_samples
 held-out samples of that task. Task metrics (VQA accuracy, the shapes detector) live in
 `tokred eval`.
@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from .losses import loss_targets, task_loss_sums
+from .train_step import TrainStep, batch_targets
 from .training_data import TrainData
 
 __all__ = ["validation_loss"]
@@ -30,7 +30,10 @@ def validation_loss(
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> dict[str, float]:
     """{'val_loss', 'val_loss_understanding', 'val_loss_generation'} (tasks without samples
-    are left out; an empty validation split gives {})."""
+    are left out; an empty validation split gives {}). `model`: a TrainStep, or a model
+    run through the causal-LM path."""
+    if not isinstance(model, TrainStep):
+        model = TrainStep(model, data.loss_path)
     sums = torch.zeros(2, dtype=torch.float32, device=device)
     counts = [0, 0]
     was_training = model.training
@@ -41,15 +44,9 @@ def validation_loss(
             for start in range(0, n, batch_size):
                 idx = list(range(start, min(start + batch_size, n)))
                 batch = data.collate({task: idx}, split="val")
-                targets = loss_targets(batch["labels"], batch["layout"].tasks)
+                targets = batch_targets(batch, data.loss_path)
                 with autocast():
-                    out = model(
-                        input_ids=batch["input_ids"].to(device),
-                        attention_mask=batch["attention_mask"].to(device),
-                        tokred_layout=batch["layout"],
-                        use_cache=False,
-                    )
-                sums += task_loss_sums(out.logits, targets.to(device))
+                    sums += model(batch, targets.to(device))
                 counts[0] += targets.counts[0]
                 counts[1] += targets.counts[1]
     finally:
