@@ -200,8 +200,8 @@ def test_bf16_autocast_runs_on_cpu(tmp_path):
 
 
 def test_hf_model_with_registered_io_trains_with_qlora(tmp_path, monkeypatch):
-    """kind hf: a local Llama folder, 4-bit through transformers, the family's (vocab,
-    image tokenizer) from the registry; here the embedded pair stands in for a real one."""
+    """kind hf: a local Llama folder, 4-bit through transformers, the family's ModelIO
+    (vocab, image tokenizer) from the registry; here the embedded pair stands in for a real one."""
     import bitsandbytes as bnb
     from tokred_train import families
     from tokred_train.embedded import build_embedded_data
@@ -213,7 +213,7 @@ def test_hf_model_with_registered_io_trains_with_qlora(tmp_path, monkeypatch):
 
     def factory(model_dir, data_cfg, model):
         calls.append((model_dir, model))
-        return io.vocab, io.image_tokenizer
+        return families.ModelIO(io.vocab, io.image_tokenizer)
 
     monkeypatch.setitem(families._IO, "llama", factory)
     torch.manual_seed(0)

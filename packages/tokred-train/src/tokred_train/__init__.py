@@ -32,6 +32,8 @@ _WHERE = {
     "build_train_data": "embedded",
     "build_embedded_data": "embedded",
     "register_model_io": "families",
+    "ModelIO": "families",
+    "TrainStep": "train_step",
     "BuiltModel": "model_builder",
     "build_model": "model_builder",
     "apply_lora": "lora",

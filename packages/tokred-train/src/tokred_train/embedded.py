@@ -34,13 +34,14 @@ from .data import (
     shapes_samples,
     square_resize,
 )
-from .families import build_model_io
+from .families import ModelIO, build_model_io
 from .protocols import ImageTokenizer, TokenVocab
 from .training_data import TaskSamples, TrainData
 
 __all__ = ["build_train_data", "build_embedded_data", "build_shapes_data", "build_real_format_data"]
 
-ModelIO = tuple[TokenVocab, ImageTokenizer]
+#: A family's ModelIO, or (vocab, image tokenizer) of a saved embedded run.
+IOArg = ModelIO | tuple[TokenVocab, ImageTokenizer] | None
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +63,44 @@ def _system_prompt(cfg: DataConfig) -> str:
     return DEFAULT_SYSTEM_PROMPT if cfg.system_prompt is None else cfg.system_prompt
 
 
-def build_embedded_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainData:
-    """Shapes or real-format data; `io` = (vocab, image tokenizer), or None to fit both."""
+def build_embedded_data(cfg: DataConfig, io: IOArg = None) -> TrainData:
+    """Shapes or real-format data; `io`: the model family's ModelIO, a saved run's
+    (vocab, image tokenizer), or None to fit both."""
+    if isinstance(io, tuple):
+        io = ModelIO(*io)
     if cfg.kind == "shapes":
         return build_shapes_data(cfg, io)
     return build_real_format_data(cfg, io)
 
 
-def _split_by_task(rows: list[dict[str, Any]], codes: torch.Tensor) -> dict[str, TaskSamples]:
+def _split_by_task(
+    rows: list[dict[str, Any]], codes: torch.Tensor, images: Any, io: ModelIO | None
+) -> dict[str, TaskSamples]:
+    """Per-task samples; understanding samples keep their pixels when the model reads
+    them through its own encoder (`images[i]`: row i's image, any form PixelSpec fits)."""
+    spec = io.understanding_pixels if io is not None else None
     out = {}
     for task in ("understanding", "generation"):
         keep = [i for i, r in enumerate(rows) if r["task"] == task]
         recs = [{k: rows[i][k] for k in ("task", *_TEXT_FIELDS) if k in rows[i]} for i in keep]
-        out[task] = TaskSamples(task, recs, codes[keep] if keep else codes[:0])
+        pixels = None
+        if spec is not None and task == "understanding":
+            fitted = [spec.fit_image(images[i]) for i in keep]
+            shape = (0, spec.height, spec.width, 3)
+            pixels = (
+                torch.from_numpy(np.stack(fitted))
+                if fitted
+                else torch.zeros(shape, dtype=torch.uint8)
+            )
+        out[task] = TaskSamples(task, recs, codes[keep] if keep else codes[:0], pixels)
     return out
+
+
+def _with_io(data: TrainData, io: ModelIO | None) -> TrainData:
+    if io is not None:
+        data.understanding_pixels = io.understanding_pixels
+        data.loss_path = io.loss_path
+    return data
 
 
 def build_shapes_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainData:
@@ -99,7 +124,7 @@ def build_shapes_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainData:
             texts += collect_texts(ds["validation"])
         vocab = UnifiedVocab.build(texts, codebook_size=vq.codebook_size)
     else:
-        vocab, vq = io
+        vocab, vq = io.vocab, io.image_tokenizer
     splits = {}
     for split in ("train", "validation"):
         part = ds[split]
@@ -109,10 +134,12 @@ def build_shapes_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainData:
                 for t in ("understanding", "generation")
             }
             continue
-        image_codes = vq.encode(part["image"])
+        pil_images = part["image"]
+        image_codes = vq.encode(pil_images)
         rows = shapes_samples(part, questions_per_image=cfg.questions_per_image).to_list()
         codes = image_codes[[r["image_index"] for r in rows]]
-        splits[split] = _split_by_task(rows, codes)
+        row_images = [pil_images[r["image_index"]] for r in rows]
+        splits[split] = _split_by_task(rows, codes, row_images, io)
     info = {
         "kind": "shapes",
         "train_images": len(ds["train"]),
@@ -120,9 +147,10 @@ def build_shapes_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainData:
         "tokens_per_image": vq.num_tokens_per_image,
         "vocab_size": vocab.vocab_size,
     }
-    return TrainData(
+    data = TrainData(
         vocab, vq, splits["train"], splits["validation"], _system_prompt(cfg), cfg.max_length, info
     )
+    return _with_io(data, io)
 
 
 def _load_source(kind: str, path: str, cfg: DataConfig):
@@ -170,10 +198,14 @@ def build_real_format_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainD
         texts = [_system_prompt(cfg)] + [r[k] for r in rows for k in _TEXT_FIELDS if r.get(k)]
         vocab = UnifiedVocab.build(texts, codebook_size=vq.codebook_size)
     else:
-        vocab, vq = io
+        vocab, vq = io.vocab, io.image_tokenizer
     all_codes = vq.encode(np.stack(images))
-    train = _split_by_task([rows[i] for i in train_idx], all_codes[train_idx])
-    val = _split_by_task([rows[i] for i in val_idx], all_codes[val_idx])
+    train = _split_by_task(
+        [rows[i] for i in train_idx], all_codes[train_idx], [images[i] for i in train_idx], io
+    )
+    val = _split_by_task(
+        [rows[i] for i in val_idx], all_codes[val_idx], [images[i] for i in val_idx], io
+    )
     if skipped:
         log.warning("left out %d bad records (data.on_bad_image=skip)", skipped)
     info = {
@@ -184,4 +216,4 @@ def build_real_format_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainD
         "tokens_per_image": vq.num_tokens_per_image,
         "vocab_size": vocab.vocab_size,
     }
-    return TrainData(vocab, vq, train, val, _system_prompt(cfg), cfg.max_length, info)
+    return _with_io(TrainData(vocab, vq, train, val, _system_prompt(cfg), cfg.max_length, info), io)

@@ -99,10 +99,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         vocab = UnifiedVocab.load(run_dir / "vocab.json")
         vq = PatchVQTokenizer.load(run_dir / "vq")
         data = build_embedded_data(config.data, (vocab, vq))
-    else:
-        data = build_train_data(config)
+        built = build_model(config, vocab.vocab_size, device)
+    else:  # the model brings its vocabulary and image tokenizer
+        built = build_model(config, None, device)
+        data = build_train_data(config, built.base)
         vocab, vq = data.vocab, data.image_tokenizer
-    built = build_model(config, vocab.vocab_size if config.model.kind == "tiny" else None, device)
     load_checkpoint(ckpt.path, built.model, map_location=device, restore_rng=False)
     built.model.eval()
     return LoadedRun(
@@ -179,6 +180,16 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Score both tasks; write eval.json and samples.png into out_dir (default
     RUN_DIR/eval). Returns the JSON-ready results."""
+    from .metrics_log import VALIDATION_FILE
+
+    if run.data.loss_path != "causal_lm":
+        # Answers and images are decoded through the LM head over one vocabulary; Janus
+        # reads pixels through SigLIP and writes codes through its generation_head.
+        raise TokredError(
+            f"tokred eval decodes through the language-model head only; this "
+            f"{run.data.loss_path!r} run's per-task validation losses are in "
+            f"{VALIDATION_FILE} of its run folder"
+        )
     if out_dir is None:
         if run.run_dir is None:
             raise TokredError("give out_dir: this run has no folder")

@@ -1,58 +1,87 @@
 """Hugging Face model families: what a `model.kind: hf` run needs besides the weights.
 
-A real unified model reads images as *its own* VQ codes and text as *its own* token ids, so
-training it needs the family's image tokenizer and a `TokenVocab` mapping text, the
-begin/end-of-image markers and the codes onto its vocabulary. Those wrappers are written
-per family (outside this module) and registered here:
+A real unified model reads images as *its own* VQ codes (or pixels, for an encoder of its
+own) and text as *its own* token ids, so training it needs the family's image tokenizer
+and a `TokenVocab` mapping text, the begin/end-of-image markers and the codes onto its
+vocabulary. A factory per family builds them (as a `ModelIO`) and is registered here:
 
-    def emu3_io(model_dir, data_cfg, model):
+    def my_io(model_dir, data_cfg, model):
         vq = image_tokenizer_for(model)  # tokred_train.data.hf_vq
-        return Emu3Vocab(model_dir, vq), vq
+        return ModelIO(MyVocab(model_dir, vq), vq)
 
-    register_model_io("emu3", emu3_io)
+    register_model_io("my_type", my_io)
 
-The factory gets the loaded model when the caller has one (the training loop builds the
-model first for kind hf), else None (it may then load what it needs from model_dir).
+Janus, Emu3 and Chameleon are registered by `tokred_train.hf_families` on first use. The
+factory gets the loaded model when the caller has one (the training loop builds the model
+first for kind hf), else None (it may then load what it needs from model_dir).
 
-Some families also need their own loss path: Janus predicts image codes through a separate
-`generation_head`, so its batches go through `tokred_models.janus_generation.
-janus_unified_forward` rather than the plain causal-LM loss. `check_trainable` reports what
-is missing before any weights are loaded.
+Some families read understanding images as pixels through their own vision encoder and
+have their own loss path: Janus (SigLIP pixels in, codes predicted by a separate
+`generation_head`) runs through `tokred_train.train_step`'s "janus" path.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from tokred_core import TokredError
 from torch import nn
 
 from .config import DataConfig
+from .data.hf_vq_base import PixelSpec
 from .protocols import ImageTokenizer, TokenVocab
 
 __all__ = [
+    "LOSS_PATHS",
+    "ModelIO",
     "ModelIOFactory",
     "register_model_io",
     "registered_model_io",
     "hf_model_type",
     "check_trainable",
     "build_model_io",
-    "SPECIAL_LOSS_PATHS",
 ]
 
-ModelIOFactory = Callable[[Path, DataConfig, nn.Module | None], tuple[TokenVocab, ImageTokenizer]]
-_IO: dict[str, ModelIOFactory] = {}
+LossPath = Literal["causal_lm", "janus"]
+#: The loss paths of `tokred_train.train_step`.
+LOSS_PATHS: tuple[str, ...] = ("causal_lm", "janus")
 
-#: Families whose training loss is not the causal-LM loss over one vocabulary.
-SPECIAL_LOSS_PATHS: dict[str, str] = {
-    "janus": (
-        "tokred_models.janus_generation.janus_unified_forward (understanding images as "
-        "SigLIP pixel_values, generation images as Janus VQ codes through generation_head, "
-        "with separate text and image labels)"
-    ),
-}
+
+@dataclass(frozen=True)
+class ModelIO:
+    """What a model family brings to the data side and the loss."""
+
+    vocab: TokenVocab
+    image_tokenizer: ImageTokenizer
+    """Encodes generation targets (and understanding inputs, unless `understanding_pixels`)."""
+    understanding_pixels: PixelSpec | None = None
+    """Set when the model reads understanding images as pixels through its own vision
+    encoder: each understanding sample keeps its image fitted by this spec, and batches
+    carry the normalised `pixel_values`."""
+    loss_path: LossPath = "causal_lm"
+
+    def __post_init__(self) -> None:
+        if self.loss_path not in LOSS_PATHS:
+            raise TokredError(
+                f"loss path {self.loss_path!r}: expected one of {', '.join(LOSS_PATHS)}"
+            )
+
+
+ModelIOFactory = Callable[[Path, DataConfig, nn.Module | None], ModelIO]
+_IO: dict[str, ModelIOFactory] = {}
+_BUILTIN_LOADED = False
+
+
+def _load_builtin() -> None:
+    """Register the families tokred ships (a deferred import: they import this module)."""
+    global _BUILTIN_LOADED
+    if not _BUILTIN_LOADED:
+        _BUILTIN_LOADED = True
+        from . import hf_families  # noqa: F401  (registers on import)
 
 
 def register_model_io(model_type: str, factory: ModelIOFactory) -> None:
@@ -62,6 +91,7 @@ def register_model_io(model_type: str, factory: ModelIOFactory) -> None:
 
 
 def registered_model_io() -> tuple[str, ...]:
+    _load_builtin()
     return tuple(sorted(_IO))
 
 
@@ -86,14 +116,7 @@ def hf_model_type(path: str | Path) -> str:
 
 def check_trainable(model_type: str) -> None:
     """Raise naming what tokred train lacks for this family (before loading any weights)."""
-    if model_type in SPECIAL_LOSS_PATHS:
-        raise TokredError(
-            f"training a {model_type!r} model needs its own loss path, "
-            f"{SPECIAL_LOSS_PATHS[model_type]}, and its image processor and VQ encoder; "
-            "tokred train does not wire that path yet. The config, model loading, 4-bit "
-            "quantization, reduction patching and LoRA all build (see tokred_train.build_model)"
-        )
-    if model_type not in _IO:
+    if model_type not in registered_model_io():
         known = ", ".join(registered_model_io()) or "none"
         raise TokredError(
             f"no image tokenizer / vocabulary registered for model type {model_type!r} "
@@ -104,7 +127,12 @@ def check_trainable(model_type: str) -> None:
 
 def build_model_io(
     model_dir: str | Path, data: DataConfig, model: nn.Module | None = None
-) -> tuple[TokenVocab, ImageTokenizer]:
+) -> ModelIO:
     model_type = hf_model_type(model_dir)
     check_trainable(model_type)
-    return _IO[model_type](Path(model_dir).expanduser(), data, model)
+    io = _IO[model_type](Path(model_dir).expanduser(), data, model)
+    if not isinstance(io, ModelIO):
+        raise TokredError(
+            f"the {model_type!r} factory returned {type(io).__name__}, expected a ModelIO"
+        )
+    return io

@@ -55,5 +55,6 @@ class TokenVocab(Protocol):
         ...
 
     def image_ids(self, codes: torch.Tensor | Sequence[int]) -> torch.Tensor:
-        """Image codes -> token ids."""
+        """Image codes -> token ids (of a generated image; also of an understood one unless
+        the vocabulary defines `input_image_ids`, see tokred_train.data.collate)."""
         ...

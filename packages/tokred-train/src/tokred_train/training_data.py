@@ -3,7 +3,9 @@
 Why: every image is encoded by the VQ tokenizer once, before the first step; a batch is
 then a list of text records plus a row lookup into the codes tensor, collated on the fly
 by `tokred_train.data.collate` (a few milliseconds for a tiny batch), so the hot path never
-touches pixels.
+touches pixels. The exception is a model that reads understanding images through its own
+vision encoder (Janus's SigLIP): those samples keep their fitted uint8 pixels, normalised
+per batch into `pixel_values`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import torch
 from tokred_core import TASK_NAMES, TokredError
 
 from .data.collate import collate
+from .data.hf_vq_base import PixelSpec
 from .protocols import ImageTokenizer, TokenVocab
 
 __all__ = ["TaskSamples", "TrainData"]
@@ -29,6 +32,9 @@ class TaskSamples:
     records: list[dict[str, Any]]
     codes: torch.Tensor
     """(len(records), T) long: the codes of each record's image (input or target)."""
+    pixels: torch.Tensor | None = None
+    """(len(records), H, W, 3) uint8: each record's fitted image, kept only for a model that
+    reads understanding images as pixels (then `codes` of those records are not read)."""
 
     def __post_init__(self) -> None:
         if self.task not in TASK_NAMES:
@@ -40,6 +46,13 @@ class TaskSamples:
                 f"{self.task}: {len(self.records)} records but codes of shape {tuple(self.codes.shape)}"
             )
         self.codes = self.codes.to(torch.long)
+        if self.pixels is not None and (
+            self.pixels.dim() != 4 or self.pixels.shape[0] != len(self.records)
+        ):
+            raise TokredError(
+                f"{self.task}: {len(self.records)} records but pixels of shape "
+                f"{tuple(self.pixels.shape)}"
+            )
 
     def __len__(self) -> int:
         return len(self.records)
@@ -47,6 +60,9 @@ class TaskSamples:
     def take(self, indices: Sequence[int]) -> tuple[list[dict[str, Any]], torch.Tensor]:
         idx = [int(i) for i in indices]
         return [self.records[i] for i in idx], self.codes[idx]
+
+    def take_pixels(self, indices: Sequence[int]) -> torch.Tensor | None:
+        return None if self.pixels is None else self.pixels[[int(i) for i in indices]]
 
     @classmethod
     def empty(cls, task: str, tokens_per_image: int) -> TaskSamples:
@@ -67,26 +83,38 @@ class TrainData:
     max_length: int | None = None
     info: dict[str, Any] = field(default_factory=dict)
     """What was built (sizes, skipped records), for the run summary."""
+    understanding_pixels: PixelSpec | None = None
+    """Set when understanding images reach the model as pixels (see ModelIO)."""
+    loss_path: str = "causal_lm"
+    """How `tokred_train.train_step` turns a batch into losses (see ModelIO)."""
 
     def collate(self, parts: Mapping[str, Sequence[int]], split: str = "train") -> dict[str, Any]:
-        """One batch from {task: sample indices}: input_ids, labels, attention_mask, layout."""
+        """One batch from {task: sample indices}: input_ids, labels, attention_mask,
+        image_code_mask, layout, and pixel_values (understanding images, in batch order)
+        when the model reads them as pixels."""
         samples = self.train if split == "train" else self.val
         records: list[dict[str, Any]] = []
         codes: list[torch.Tensor] = []
+        pixels: list[torch.Tensor] = []
         for task, indices in parts.items():
             if len(indices):
                 recs, c = samples[task].take(indices)
                 records += recs
                 codes.append(c)
+                if task == "understanding" and self.understanding_pixels is not None:
+                    pixels.append(samples[task].take_pixels(indices))
         if not records:
             raise TokredError("a batch needs at least one sample")
-        return collate(
+        batch = collate(
             records,
             self.vocab,
             torch.cat(codes),
             system_prompt=self.system_prompt,
             max_length=self.max_length,
         )
+        if pixels:
+            batch["pixel_values"] = self.understanding_pixels.normalize(torch.cat(pixels).numpy())
+        return batch
 
     def sizes(self, split: str = "train") -> dict[str, int]:
         samples = self.train if split == "train" else self.val

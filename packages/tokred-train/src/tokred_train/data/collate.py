@@ -17,6 +17,13 @@ Why the delimiters sit there:
   no IMAGE segment: the generated image is the output (TokenLayout enforces this).
 - bos starts the SYSTEM segment; eos ends the understanding answer and is a target.
 
+The image block is `vocab.image_ids(codes)` for a generated image and
+`vocab.input_image_ids(codes)` (when the vocabulary has it) for an understood one: the two
+differ for a model that reads images through its own encoder (Janus: placeholders).
+`image_code_mask` flags the positions holding a generated image's `image_ids`, for a model
+whose image ids are not in its text vocabulary (Janus: raw codes, predicted by a head
+of their own).
+
 Labels equal input_ids on OUTPUT tokens and are -100 elsewhere (prompt, image input,
 padding). The causal shift (logits at i predict the token at i+1) is the model's job,
 as in Hugging Face causal LMs.
@@ -31,7 +38,7 @@ from typing import Any
 import torch
 from tokred_core import Segment, Task, TokenLayout, TokredError, parse_task
 
-from .vocab import UnifiedVocab
+from ..protocols import TokenVocab
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",
@@ -53,6 +60,8 @@ class EncodedSample:
     task: Task
     ids: list[int]
     spans: list[tuple[Segment, int]]
+    image_codes: tuple[int, int] = (0, 0)
+    """(start, count) in `ids` of the generated image's `image_ids` (count 0: none)."""
 
 
 def _text(record: Mapping[str, Any], key: str, index: int) -> str:
@@ -67,7 +76,7 @@ def _text(record: Mapping[str, Any], key: str, index: int) -> str:
 def encode_sample(
     record: Mapping[str, Any],
     codes: torch.Tensor | Sequence[int],
-    vocab: UnifiedVocab,
+    vocab: TokenVocab,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     with_output: bool = True,
     index: int = 0,
@@ -81,8 +90,10 @@ def encode_sample(
     system = [vocab.bos_id, *vocab.encode_text(system_prompt)]
     spans: list[tuple[Segment, int]] = [(Segment.SYSTEM, len(system))]
     ids = list(system)
+    image_codes = (0, 0)
     if task == Task.UNDERSTANDING:
-        image = [vocab.boi_id, *vocab.image_ids(codes).tolist(), vocab.eoi_id]
+        read = getattr(vocab, "input_image_ids", vocab.image_ids)
+        image = [vocab.boi_id, *read(codes).tolist(), vocab.eoi_id]
         question = vocab.encode_text(_text(record, "question", index))
         ids += image + question
         spans += [(Segment.IMAGE, len(image)), (Segment.INSTRUCTION, len(question))]
@@ -96,9 +107,10 @@ def encode_sample(
         spans.append((Segment.INSTRUCTION, len(prompt)))
         if with_output:
             image = [*vocab.image_ids(codes).tolist(), vocab.eoi_id]
+            image_codes = (len(ids), len(image) - 1)
             ids += image
             spans.append((Segment.OUTPUT, len(image)))
-    return EncodedSample(task, ids, spans)
+    return EncodedSample(task, ids, spans, image_codes)
 
 
 def _as_records(
@@ -116,7 +128,7 @@ def _as_records(
 
 def collate(
     records: Sequence[Mapping[str, Any]] | Mapping[str, Sequence[Any]],
-    vocab: UnifiedVocab,
+    vocab: TokenVocab,
     vq_codes: torch.Tensor | Sequence[torch.Tensor | Sequence[int]],
     padding_side: str = "right",
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
@@ -130,7 +142,8 @@ def collate(
     understanding, the target image for generation).
 
     Returns input_ids (B, N) long, labels (B, N) long (-100 off the OUTPUT segment),
-    attention_mask (B, N) long, and layout (a `TokenLayout`). A sample longer than
+    attention_mask (B, N) long, image_code_mask (B, N) bool (a generated image's
+    `image_ids`) and layout (a `TokenLayout`). A sample longer than
     max_length is an error: truncating image tokens would corrupt the image.
     """
     recs = _as_records(records)
@@ -157,17 +170,19 @@ def collate(
         padding_side=padding_side,
     )
     input_ids = torch.full((len(samples), longest), vocab.pad_id, dtype=torch.long)
+    image_code_mask = torch.zeros((len(samples), longest), dtype=torch.bool)
     for b, s in enumerate(samples):
         row = torch.tensor(s.ids, dtype=torch.long)
-        if padding_side == "right":
-            input_ids[b, : len(s.ids)] = row
-        else:
-            input_ids[b, longest - len(s.ids) :] = row
+        offset = 0 if padding_side == "right" else longest - len(s.ids)
+        input_ids[b, offset : offset + len(s.ids)] = row
+        start, count = s.image_codes
+        image_code_mask[b, offset + start : offset + start + count] = True
     target = layout.target_mask()
     labels = torch.where(target, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
     return {
         "input_ids": input_ids,
         "labels": labels,
         "attention_mask": layout.valid_mask().long(),
+        "image_code_mask": image_code_mask,
         "layout": layout,
     }

@@ -1,0 +1,204 @@
+"""Tiny local stand-ins for real model folders, for tests and smoke runs of recipes.
+
+Why: nothing can be downloaded here, yet `model.kind: hf` runs read a Hugging Face folder
+(config.json, weights, tokenizer files). These builders write that folder for a real
+transformers architecture at toy size, with a word-level tokenizer covering the texts a
+test trains on, so a recipe runs end to end (load, 4-bit, patch, LoRA, data, loss) in
+seconds. The weights are random: stand-ins check plumbing, never quality.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["save_word_tokenizer", "save_tiny_janus", "save_tiny_emu3", "words_of"]
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def words_of(texts: Iterable[str]) -> list[str]:
+    """The distinct words and punctuation marks of `texts`, sorted."""
+    return sorted({w for t in texts for w in _WORD.findall(t)})
+
+
+def save_word_tokenizer(
+    folder: str | Path,
+    words: Sequence[str],
+    specials: Sequence[str],
+    extra_special_tokens: dict[str, str] | None = None,
+    **roles: str,
+) -> Any:
+    """A word-level fast tokenizer (ids: specials first, then words) saved into `folder`.
+
+    roles: pad_token, bos_token, eos_token, unk_token (each one of `specials`).
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(dict.fromkeys([*specials, *words]))}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=roles.get("unk_token", specials[0])))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, extra_special_tokens=extra_special_tokens or {}, **roles
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": list(specials)})
+    tokenizer.save_pretrained(str(folder))
+    return tokenizer
+
+
+def _save(model: torch.nn.Module, folder: Path) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save_pretrained(str(folder))
+    return folder
+
+
+JANUS_SPECIALS = (
+    "<pad>",
+    "<bos>",
+    "<eos>",
+    "<unk>",
+    "<begin_of_image>",
+    "<end_of_image>",
+    "<image_placeholder>",
+)
+
+
+def save_tiny_janus(
+    folder: str | Path, texts: Iterable[str], layers: int = 4, seed: int = 0
+) -> Path:
+    """JanusForConditionalGeneration at hidden 32 with its tokenizer: SigLIP reads 16 px
+    images as 16 tokens; the VQ writes 8 px images as 16 codes from a codebook of 32."""
+    from transformers import JanusConfig, JanusForConditionalGeneration
+
+    folder = Path(folder)
+    tok = save_word_tokenizer(
+        folder,
+        words_of(texts),
+        JANUS_SPECIALS,
+        {
+            "image_token": "<image_placeholder>",
+            "boi_token": "<begin_of_image>",
+            "eoi_token": "<end_of_image>",
+        },
+        pad_token="<pad>",
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+    )
+    config = JanusConfig(
+        text_config=dict(
+            model_type="llama",
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        ),
+        # The VQ grid is vision image_size // patch_size = 4 x 4.
+        vision_config=dict(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=16,
+            patch_size=4,
+            projection_dim=32,
+            mlp_ratio=2.0,
+            num_image_tokens=16,
+        ),
+        vq_config=dict(
+            embed_dim=8,
+            num_embeddings=32,
+            latent_channels=32,
+            base_channels=32,
+            channel_multiplier=[1, 2],
+            num_res_blocks=1,
+            projection_dim=32,
+            image_token_embed_dim=32,
+            num_hidden_layers=1,
+        ),
+        image_token_id=tok.convert_tokens_to_ids("<image_placeholder>"),
+    )
+    torch.manual_seed(seed)
+    return _save(JanusForConditionalGeneration(config), folder)
+
+
+EMU3_SPECIALS = (
+    "<|endoftext|>",
+    "<|extra_203|>",
+    "<|extra_204|>",
+    "<unk>",
+    "<|image start|>",
+    "<|image end|>",
+    "<|image token|>",
+    "<|extra_200|>",
+    "<|extra_201|>",
+    "<image>",
+)
+EMU3_CODES = 8
+
+
+def save_tiny_emu3(
+    folder: str | Path, texts: Iterable[str], layers: int = 4, seed: int = 0
+) -> Path:
+    """Emu3ForConditionalGeneration at hidden 32 with its tokenizer: its VQ writes an image
+    as a grid of codes (spatial factor 2) from a codebook of 8, each code a visual token
+    of the LM vocabulary."""
+    from transformers import Emu3Config, Emu3ForConditionalGeneration
+
+    folder = Path(folder)
+    visual = [f"<|visual token{i:06d}|>" for i in range(EMU3_CODES)]
+    words = [*words_of(texts), *"0123456789", "*"]
+    tok = save_word_tokenizer(
+        folder,
+        words,
+        (*EMU3_SPECIALS, *visual),
+        {"image_token": "<image>", "boi_token": "<|image start|>", "eoi_token": "<|image end|>"},
+        pad_token="<|endoftext|>",
+        bos_token="<|extra_203|>",
+        eos_token="<|extra_204|>",
+        unk_token="<unk>",
+    )
+    vocabulary_map = {t: tok.convert_tokens_to_ids(t) for t in (*EMU3_SPECIALS, *visual)}
+    config = Emu3Config(
+        vocabulary_map=vocabulary_map,
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        ),
+        vq_config=dict(
+            codebook_size=EMU3_CODES,
+            embed_dim=4,
+            latent_channels=4,
+            base_channels=32,
+            channel_multiplier=[1, 2],
+            num_res_blocks=1,
+            attn_resolutions=[],
+            hidden_size=64,
+            num_attention_heads=1,
+            temporal_downsample_factor=2,
+        ),
+    )
+    torch.manual_seed(seed)
+    return _save(Emu3ForConditionalGeneration(config), folder)

@@ -1,0 +1,220 @@
+"""Real model families through `tokred train`: Janus (QLoRA, its own loss path) and Emu3
+(full fine-tuning, one vocabulary), each on a tiny local stand-in folder with a tokenizer.
+
+The Janus loss path is checked against two references: `janus_unified_forward` (the
+token-weighted mean over both heads) and, for understanding, Hugging Face's own
+`JanusForConditionalGeneration.forward(input_ids, pixel_values, labels)`.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import pytest
+import torch
+from tokred_core import Task, TokredError
+from tokred_train import load_config, train
+from tokred_train.data import build_shapes_dataset, collect_texts
+from tokred_train.data.collate import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX
+from tokred_train.testing import save_tiny_emu3, save_tiny_janus
+from tokred_train.train_step import TrainStep, batch_targets
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
+
+REDUCED = {
+    "understanding": "himix",
+    "generation": {"policy": "hmgen", "options": {"num_shallow": 1}},
+    "sharing": "task",
+}
+DATA = {"num_train": 12, "num_val": 4, "image_size": 16, "questions_per_image": 2}
+
+
+def _texts():
+    ds = build_shapes_dataset(
+        num_train=DATA["num_train"], num_val=DATA["num_val"], seed=0, image_size=16
+    )
+    return collect_texts(ds["train"], extra=[DEFAULT_SYSTEM_PROMPT]) + collect_texts(
+        ds["validation"]
+    )
+
+
+@pytest.fixture(scope="module")
+def janus_dir(tmp_path_factory):
+    return save_tiny_janus(tmp_path_factory.mktemp("janus"), _texts())
+
+
+@pytest.fixture(scope="module")
+def emu3_dir(tmp_path_factory):
+    return save_tiny_emu3(tmp_path_factory.mktemp("emu3"), _texts())
+
+
+def config(tmp_path, folder, name="run", **sections):
+    base = {
+        "model": {"kind": "hf", "path": str(folder), "dtype": "float32"},
+        "data": dict(DATA),
+        "reduction": REDUCED,
+        "optim": {"batch_size": 4, "max_steps": 3, "warmup_steps": 1, "lr": 3e-3},
+        "run": {
+            "out_dir": str(tmp_path / name),
+            "progress": False,
+            "tensorboard": False,
+            "threads": 1,
+        },
+        "eval": {"max_samples": 4},
+    }
+    for section, values in sections.items():
+        base.setdefault(section, {}).update(values)
+    return load_config(base)
+
+
+def snapshot(model):
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def changed(before, model):
+    after = dict(model.named_parameters())
+    return {n for n, p in before.items() if not torch.equal(p, after[n].detach())}
+
+
+def mixed_batch(data):
+    return data.collate({"understanding": [0, 3, 1], "generation": [2, 0]})
+
+
+# ---- Janus ---------------------------------------------------------------------------
+
+
+def test_janus_batches_carry_placeholders_pixels_and_codes(tmp_path, janus_dir):
+    result = train(config(tmp_path, janus_dir), stop_after_step=0)
+    data, janus = result.data, result.built.base
+    assert data.loss_path == "janus"
+    batch = mixed_batch(data)
+    tasks = batch["layout"].tasks
+    placeholder = janus.config.image_token_id
+    codes = batch["image_code_mask"]
+    # Raw codes share ids with text (code 6 may equal the placeholder id): the mask tells.
+    per_row = ((batch["input_ids"] == placeholder) & ~codes).sum(1)
+    assert per_row.tolist() == [16 if t == Task.UNDERSTANDING else 0 for t in tasks.tolist()]
+    assert batch["pixel_values"].shape == (3, 3, 16, 16)
+    assert codes.sum(1).tolist() == [0, 0, 0, 16, 16]
+    # Code positions hold the generation samples' VQ codes and are their own targets.
+    gen = data.train["generation"].codes[[2, 0]]
+    assert torch.equal(batch["input_ids"][codes].view(2, 16), gen)
+    assert torch.equal(batch["labels"][codes].view(2, 16), gen)
+    targets = batch_targets(batch, "janus")
+    assert targets.image.counts == (0, 32)
+    assert targets.text.counts[1] == 2  # the end-of-image marker after each generated image
+
+
+def test_janus_step_matches_unified_forward_and_hf_understanding_loss(tmp_path, janus_dir):
+    from tokred_models.janus_generation import janus_unified_forward
+
+    result = train(
+        config(tmp_path, janus_dir, reduction={"understanding": "none", "generation": "none"}),
+        stop_after_step=0,
+    )
+    data, janus = result.data, result.built.base
+    janus.eval()
+    step = TrainStep(janus, "janus")
+    batch = mixed_batch(data)
+    targets = batch_targets(batch, "janus")
+    with torch.no_grad():
+        sums = step(batch, targets)
+        codes = batch["image_code_mask"]
+        ref = janus_unified_forward(
+            janus,
+            batch["input_ids"],
+            codes,
+            text_labels=batch["labels"].masked_fill(codes, IGNORE_INDEX),
+            image_labels=batch["labels"].masked_fill(~codes, IGNORE_INDEX),
+            attention_mask=batch["attention_mask"],
+            pixel_values=batch["pixel_values"],
+        )
+    total = sum(targets.counts)
+    torch.testing.assert_close(sums.sum() / total, ref.loss, rtol=1e-5, atol=1e-6)
+
+    # Understanding alone against Hugging Face's own forward (text loss only).
+    batch = data.collate({"understanding": [0, 1, 2]})
+    targets = batch_targets(batch, "janus")
+    with torch.no_grad():
+        sums = step(batch, targets)
+        hf = janus(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            pixel_values=batch["pixel_values"],
+            labels=batch["labels"],
+            use_cache=False,
+        )
+    assert sums[1] == 0
+    torch.testing.assert_close(sums[0] / targets.counts[0], hf.loss, rtol=1e-5, atol=1e-6)
+
+
+def test_janus_trains_with_qlora_and_reduction(tmp_path, janus_dir):
+    import bitsandbytes as bnb
+
+    lora = {
+        "enabled": True,
+        "quantize_4bit": True,
+        "r": 4,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    }
+    cfg = config(tmp_path, janus_dir, lora=lora, run={"gradient_checkpointing": True})
+    result = train(cfg, stop_after_step=0)
+    q = result.built.base.model.language_model.layers[0].self_attn.q_proj.base_layer
+    assert isinstance(q, bnb.nn.Linear4bit)
+    before = snapshot(result.model)
+    shutil.rmtree(cfg.run.out_dir)
+    result = train(cfg)
+    moved = changed(before, result.model)
+    assert moved and all("lora_" in n for n in moved)
+    assert any("image_proj.generation" in n for n in moved)
+    assert any("image_proj.understanding" in n for n in moved)
+    for row in result.history:
+        assert math.isfinite(row["loss_understanding"]) and math.isfinite(row["loss_generation"])
+    assert math.isfinite(result.metrics["val_loss_generation"])
+    assert result.summary["model_type"] == "janus"
+
+
+# ---- Emu3 ----------------------------------------------------------------------------
+
+
+def test_emu3_images_are_written_as_emu3_writes_them(tmp_path, emu3_dir):
+    result = train(config(tmp_path, emu3_dir), stop_after_step=0)
+    data, vq, tok = result.data, result.vq, result.data.vocab.tokenizer
+    assert data.loss_path == "causal_lm" and vq.grid == (8, 8)
+    batch = data.collate({"generation": [1]})
+    ids = batch["input_ids"][0].tolist()
+    start = ids.index(tok.convert_tokens_to_ids("<|image start|>"))
+    end = ids.index(tok.convert_tokens_to_ids("<|image end|>"))
+    block = ids[start + 1 : end]
+    assert tok.decode(block[:3]).replace(" ", "") == "8*8"
+    assert block[3] == tok.convert_tokens_to_ids("<|image token|>")
+    assert block[-1] == tok.convert_tokens_to_ids("<|extra_201|>")
+    rows = torch.tensor(block[4:-1])
+    codes = vq.token_ids_to_codes(rows[None])
+    assert torch.equal(codes[0], data.train["generation"].codes[1])
+    # The whole block is the generation target, the start marker is not.
+    labels = batch["labels"][0].tolist()
+    assert labels[start] == IGNORE_INDEX and labels[start + 1 : end + 1] == ids[start + 1 : end + 1]
+
+
+def test_emu3_trains_every_weight(tmp_path, emu3_dir):
+    cfg = config(tmp_path, emu3_dir, optim={"max_steps": 2})
+    result = train(cfg, stop_after_step=0)
+    before = snapshot(result.model)
+    shutil.rmtree(cfg.run.out_dir)
+    result = train(cfg)
+    moved = changed(before, result.model)
+    assert "model.text_model.layers.0.self_attn.image_proj.generation.q_proj.weight" in moved
+    assert "model.text_model.layers.0.mlp.up_proj.weight" in moved
+    assert all(math.isfinite(r["loss"]) for r in result.history)
+
+
+def test_family_without_tokenizer_is_one_clear_error(tmp_path, emu3_dir):
+    bare = tmp_path / "bare"
+    shutil.copytree(emu3_dir, bare)
+    for f in bare.iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens")):
+            f.unlink()
+    with pytest.raises(TokredError, match="no usable tokenizer"):
+        train(config(tmp_path, bare), stop_after_step=0)
