@@ -1,7 +1,7 @@
 """tokred-models: where reduction plugs in. Instance-level patching of Hugging Face decoders."""
 
 from .adapters import DecoderAdapter, adapter_for, register_adapter, supported_model_types
-from .patch import LAYOUT_KWARG, ReductionHandle, apply_reduction
+from .patch import LAYOUT_KWARG, ReductionHandle, apply_reduction, reduction_handle
 from .state import ExecutionState
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "register_adapter",
     "supported_model_types",
     "apply_reduction",
+    "reduction_handle",
     "ReductionHandle",
     "ExecutionState",
     "LAYOUT_KWARG",

@@ -34,7 +34,7 @@ from .projections import add_image_projections, remove_image_projections
 from .reduced_layer import ReducedLayerForward
 from .state import ExecutionState, ProbeCallback
 
-__all__ = ["apply_reduction", "ReductionHandle", "LAYOUT_KWARG", "STATE_KWARG"]
+__all__ = ["apply_reduction", "reduction_handle", "ReductionHandle", "LAYOUT_KWARG", "STATE_KWARG"]
 
 LAYOUT_KWARG = "tokred_layout"
 STATE_KWARG = "tokred_state"
@@ -172,3 +172,8 @@ def apply_reduction(
         handle._hooks.append(decoder.register_forward_pre_hook(pre_hook, with_kwargs=True))
     setattr(model, _HANDLE_ATTR, handle)
     return handle
+
+
+def reduction_handle(model: nn.Module) -> ReductionHandle | None:
+    """The handle of the reduction applied to `model` (None when it is not patched)."""
+    return getattr(model, _HANDLE_ATTR, None)

@@ -231,8 +231,8 @@ def _train(
             f"the vocabulary has {data.vocab.vocab_size} ids but the model embeds only {rows}"
         )
     model = built.model
-    # Janus trains through its submodules, which LoRA patches in place inside built.base.
-    step_module = TrainStep(built.base if data.loss_path == "janus" else model, data.loss_path)
+    # The step runs built.base's submodules, which LoRA patches in place.
+    step_module = TrainStep(built.base, data.loss_path)
     trained: nn.Module = step_module
     if dist.distributed:
         from torch.nn.parallel import DistributedDataParallel

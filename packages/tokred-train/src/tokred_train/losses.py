@@ -57,7 +57,8 @@ def head_loss_sums(
     """(2,) float32: summed cross-entropy of the understanding and generation targets.
 
     states (B, N, D): logits when `head` is None, else hidden states that `head` turns into
-    logits at the target rows only (a second output head, e.g. Janus's generation_head).
+    logits at the target rows only (the LM head, or Janus's generation_head), so the
+    full (B, N, vocab) logits are never built.
     """
     rows = states.reshape(-1, states.shape[-1]).index_select(0, targets.index)
     logits = rows if head is None else head(rows)

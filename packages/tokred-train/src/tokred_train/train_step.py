@@ -1,13 +1,20 @@
 """One micro-batch -> summed loss per task, for each model family's loss path.
 
 Why a module: DistributedDataParallel synchronises gradients only for what runs inside
-the forward of the module it wraps. Janus trains through its submodules (SigLIP encoder,
-generation embeddings, language model, two heads), not through its `forward`, so the
-training loop wraps this step, not the model, and every path is DDP-safe alike.
+the forward of the module it wraps. Every path trains through the model's submodules (the
+decoder, then the output head), not through its `forward`, so the training loop wraps this
+step, not the model, and every path is DDP-safe alike.
+
+Why not the model's `forward`: it computes logits at every position, (B, N, vocab) floats
+(for Emu3 at 512 px, 4160 image tokens x 184k ids, about 3 GB per sample in float32),
+where the loss needs them only at the targets; and some families edit their logits
+(Chameleon's forward pins its image tokens to the dtype's minimum, which makes image
+generation untrainable through it).
 
 Paths (chosen by the family's ModelIO, see tokred_train.families):
-- "causal_lm": `model(input_ids, attention_mask, tokred_layout=...)`, then the
-  cross-entropy of the logits at the target positions (losses.py).
+- "causal_lm": the reduction-patched decoder (`tokred_layout=...`) -> last hidden states
+  -> the output head (`get_output_embeddings()`) at the target positions only -> the
+  cross-entropy (losses.py). Equal to the model's forward plus the loss on its logits.
 - "janus": `tokred_models.janus_generation.janus_hidden_states` over the unified batch
   (SigLIP features at understanding placeholders, aligned code embeddings at generation
   image positions), then `lm_head` on text targets and `generation_head` on code targets.
@@ -73,30 +80,34 @@ def batch_targets(batch: dict[str, Any], loss_path: str) -> BatchTargets:
 class TrainStep(nn.Module):
     """forward(batch, targets) -> (2,) float32 summed losses (understanding, generation).
 
-    `model`: what the path calls. causal_lm: the trained model (peft-wrapped or not);
-    janus: the Hugging Face JanusForConditionalGeneration itself (LoRA layers, if any, are
-    injected into it in place, so its submodules run the adapters).
+    `model`: the Hugging Face model itself, reduction-patched (LoRA layers, if any, are
+    injected into it in place, so its submodules run the adapters); not a peft wrapper.
     """
 
     def __init__(self, model: nn.Module, loss_path: str = "causal_lm"):
         super().__init__()
         if loss_path not in LOSS_PATHS:
             raise TokredError(f"loss path {loss_path!r}: expected one of {', '.join(LOSS_PATHS)}")
+        if type(model).__name__.startswith("Peft"):
+            raise TokredError("TrainStep takes the Hugging Face model inside the peft wrapper")
         self.model = model
         self.loss_path = loss_path
+        # Submodules of `model`, kept in a tuple so they are not registered twice.
+        self._parts = (_decoder(model), model.get_output_embeddings())
 
     def forward(self, batch: dict[str, Any], targets: BatchTargets) -> torch.Tensor:
         device = targets.text.index.device
         input_ids = batch["input_ids"].to(device, non_blocking=True)
         attention_mask = batch["attention_mask"].to(device, non_blocking=True)
         if self.loss_path == "causal_lm":
-            out = self.model(
+            decoder, head = self._parts
+            out = decoder(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
                 tokred_layout=batch["layout"],
                 use_cache=False,
             )
-            return head_loss_sums(out.logits, targets.text)
+            return head_loss_sums(out.last_hidden_state, targets.text, head=head)
         return self._janus(batch, targets, input_ids, attention_mask, device)
 
     def _janus(self, batch, targets, input_ids, attention_mask, device) -> torch.Tensor:
@@ -113,8 +124,18 @@ class TrainStep(nn.Module):
             pixel_values,
             layout=batch["layout"],
         )
-        sums = head_loss_sums(hidden, targets.text, head=self.model.lm_head)
+        sums = head_loss_sums(hidden, targets.text, head=self._parts[1])
         if targets.image is not None and len(targets.image.index):
             head = self.model.model.generation_head
             sums = sums + head_loss_sums(hidden, targets.image, head=head)
         return sums
+
+
+def _decoder(model: nn.Module) -> nn.Module:
+    """The module `apply_reduction` patched: the decoder stack under the LM head."""
+    from tokred_models import reduction_handle
+
+    handle = reduction_handle(model)
+    if handle is None:
+        raise TokredError(f"{type(model).__name__} is not reduction-patched (apply_reduction)")
+    return handle.adapter.decoder(model)
