@@ -17,7 +17,7 @@ from tokred_core import Task, TokredError
 from tokred_train import load_config, train
 from tokred_train.data import build_shapes_dataset, collect_texts
 from tokred_train.data.collate import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX
-from tokred_train.testing import save_tiny_emu3, save_tiny_janus
+from tokred_train.testing import save_tiny_chameleon, save_tiny_emu3, save_tiny_janus
 from tokred_train.train_step import TrainStep, batch_targets
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
@@ -207,6 +207,32 @@ def test_emu3_trains_every_weight(tmp_path, emu3_dir):
     moved = changed(before, result.model)
     assert "model.text_model.layers.0.self_attn.image_proj.generation.q_proj.weight" in moved
     assert "model.text_model.layers.0.mlp.up_proj.weight" in moved
+    assert all(math.isfinite(r["loss"]) for r in result.history)
+
+
+# ---- Chameleon -----------------------------------------------------------------------
+
+
+def test_chameleon_trains_on_its_visual_tokens(tmp_path):
+    folder = save_tiny_chameleon(tmp_path / "chameleon", _texts())
+    cfg = config(tmp_path, folder, optim={"max_steps": 2})
+    result = train(cfg, stop_after_step=0)
+    data, vq, tok = result.data, result.vq, result.data.vocab.tokenizer
+    batch = data.collate({"understanding": [0], "generation": [0]})
+    for row, task_codes in (
+        (0, data.train["understanding"].codes[0]),
+        (1, data.train["generation"].codes[0]),
+    ):
+        ids = batch["input_ids"][row].tolist()
+        start = ids.index(tok.convert_tokens_to_ids("<racm3:break>"))
+        end = ids.index(tok.convert_tokens_to_ids("<eoss>"))
+        assert torch.equal(
+            vq.token_ids_to_codes(torch.tensor([ids[start + 1 : end]]))[0], task_codes
+        )
+    before = snapshot(result.model)
+    shutil.rmtree(cfg.run.out_dir)
+    result = train(cfg)
+    assert "model.layers.0.self_attn.q_proj.weight" in changed(before, result.model)
     assert all(math.isfinite(r["loss"]) for r in result.history)
 
 

@@ -17,7 +17,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["save_word_tokenizer", "save_tiny_janus", "save_tiny_emu3", "words_of"]
+__all__ = [
+    "save_word_tokenizer",
+    "save_tiny_janus",
+    "save_tiny_emu3",
+    "save_tiny_chameleon",
+    "words_of",
+]
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
@@ -202,3 +208,58 @@ def save_tiny_emu3(
     )
     torch.manual_seed(seed)
     return _save(Emu3ForConditionalGeneration(config), folder)
+
+
+CHAMELEON_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>", "<racm3:break>", "<eoss>", "<image>")
+CHAMELEON_CODES = 16
+
+
+def _chameleon_letters(code: int) -> str:
+    """Chameleon spells a code's digits as letters: 12 -> 'BC'."""
+    return "".join(chr(ord("A") + int(d)) for d in str(code))
+
+
+def save_tiny_chameleon(
+    folder: str | Path, texts: Iterable[str], layers: int = 4, seed: int = 0
+) -> Path:
+    """ChameleonForConditionalGeneration at hidden 32 with its tokenizer: its VQ writes a
+    16 px image as 8 x 8 codes from a codebook of 16, each an `IMGIMG<letters>Z` token."""
+    from transformers import ChameleonConfig, ChameleonForConditionalGeneration
+
+    folder = Path(folder)
+    visual = [f"IMGIMG{_chameleon_letters(i)}Z" for i in range(CHAMELEON_CODES)]
+    tok = save_word_tokenizer(
+        folder,
+        words_of(texts),
+        (*CHAMELEON_SPECIALS, *visual),
+        {"image_token": "<image>", "boi_token": "<racm3:break>", "eoi_token": "<eoss>"},
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
+    config = ChameleonConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        vocabulary_map={t: tok.convert_tokens_to_ids(t) for t in (*CHAMELEON_SPECIALS, *visual)},
+        vq_config=dict(
+            embed_dim=8,
+            num_embeddings=CHAMELEON_CODES,
+            latent_channels=8,
+            resolution=16,
+            base_channels=32,
+            channel_multiplier=[1, 2],
+            num_res_blocks=1,
+            attn_resolutions=None,
+        ),
+    )
+    torch.manual_seed(seed)
+    return _save(ChameleonForConditionalGeneration(config), folder)
