@@ -1,0 +1,97 @@
+"""Two real processes under torchrun (gloo on the CPU) through the training loop.
+
+Checks what data parallelism must guarantee: the ranks split one global batch (so the
+logged step-1 loss and token count, all-reduced over ranks, equal a single process's
+with the same global batch and the same initial weights), DistributedDataParallel keeps
+the ranks' weights identical, and only rank 0 writes the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys, torch
+    from tokred_train import load_config, train
+    from tokred_train.distributed import dist_info, shutdown_distributed
+
+    out, batch_size = sys.argv[1], int(sys.argv[2])
+    cfg = load_config({
+        "model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 3},
+        "data": {"num_train": 8, "num_val": 2, "image_size": 16, "patch_size": 4},
+        "reduction": {
+            "understanding": "himix",
+            "generation": {"policy": "hmgen", "options": {"num_shallow": 1}},
+            "sharing": "task",
+        },
+        "optim": {"batch_size": batch_size, "max_steps": 3, "warmup_steps": 1, "lr": 3e-3},
+        "run": {"out_dir": out + "/run", "progress": False, "tensorboard": False,
+                "threads": 1, "log_every": 1, "ckpt_every": 3},
+        "eval": {"max_samples": 2},
+    })
+    result = train(cfg)
+    rank = dist_info().rank
+    torch.save({n: p.detach() for n, p in result.model.named_parameters()},
+               f"{out}/weights-{rank}.pt")
+    shutdown_distributed(dist_info())
+    """
+)
+
+
+def _launch(tmp_path, nproc: int, batch_size: int) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(script), str(tmp_path), str(batch_size)]
+    if nproc > 1:
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={nproc}",
+            *cmd[1:],
+        ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def _metrics(folder):
+    return [
+        json.loads(line) for line in (folder / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+
+
+def test_two_ranks_split_the_global_batch_and_stay_in_sync(tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    single.mkdir()
+    ddp.mkdir()
+    _launch(single, 1, 4)
+    _launch(ddp, 2, 2)  # 2 ranks x 2 samples: the same global batch of 4
+
+    one, two = _metrics(single), _metrics(ddp)
+    assert [r["step"] for r in two] == [1, 2, 3]
+    assert two[0]["tokens"] == one[0]["tokens"] and two[0]["samples"] == one[0]["samples"] == 4
+    for key in ("loss", "loss_understanding", "loss_generation"):
+        assert two[0][key] == pytest.approx(one[0][key], rel=1e-5), key
+
+    w0 = torch.load(ddp / "weights-0.pt")
+    w1 = torch.load(ddp / "weights-1.pt")
+    assert w0.keys() == w1.keys()
+    for name in w0:
+        assert torch.equal(w0[name], w1[name]), name
+    assert all(r["grad_norm"] > 0 for r in two) and two[-1]["loss"] != two[0]["loss"]
+
+    summary = json.loads((ddp / "run" / "summary.json").read_text())
+    assert summary["world_size"] == 2
+    assert len(list((ddp / "run" / "checkpoints").glob("step-*"))) == 1
