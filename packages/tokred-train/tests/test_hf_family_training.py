@@ -175,6 +175,50 @@ def test_janus_trains_with_qlora_and_reduction(tmp_path, janus_dir):
     assert result.summary["model_type"] == "janus"
 
 
+def test_janus_on_real_formats_reads_understanding_pixels_per_batch(
+    tmp_path, real_data, monkeypatch
+):
+    from tokred_train import image_source
+
+    texts = [*_texts(), "what colour is it?", "red", "blue", "a red picture", "a blue picture"]
+    folder = save_tiny_janus(tmp_path / "janus", texts)
+    decoded = []
+    read = image_source.ImageSource.image
+    monkeypatch.setattr(
+        image_source.ImageSource, "image", lambda self, i: decoded.append(i) or read(self, i)
+    )
+    paths = f"[llava:{real_data / 'llava.json'}, jsonl:{real_data / 'gen.jsonl'}]"
+    cfg = config(
+        tmp_path,
+        folder,
+        data={
+            "kind": "llava",
+            "paths": paths,
+            "image_root": str(real_data / "img"),
+            "on_bad_image": "skip",
+            "num_val": 1,
+        },
+    )
+    result = train(cfg, stop_after_step=0)
+    data = result.data
+    assert data.sizes() == {"understanding": 5, "generation": 5}
+    # Building encodes the 6 generation targets; understanding pixels are not read yet.
+    assert len(decoded) == 6
+    assert data.train["understanding"].codes.shape == (5, 0)
+    batch = data.collate({"understanding": [4, 1], "generation": [0]})
+    assert len(decoded) == 8 and batch["pixel_values"].shape == (2, 3, 16, 16)
+    # The pixels are the records' own images: the bottom row is the colour they answer.
+    colours = {"red": (220, 30, 30), "blue": (30, 60, 220)}
+    for k, idx in enumerate([4, 1]):
+        answer = data.train["understanding"].records[idx]["answer"]
+        want = torch.tensor(colours[answer], dtype=torch.float32) / 255 * 2 - 1
+        got = batch["pixel_values"][k, :, -1, :].mean(-1)
+        torch.testing.assert_close(got, want, atol=0.02, rtol=0)
+    shutil.rmtree(cfg.run.out_dir)
+    result = train(load_config(cfg, ["optim.max_steps=1"]))
+    assert result.history[0]["loss_understanding"] is not None
+
+
 # ---- Emu3 ----------------------------------------------------------------------------
 
 

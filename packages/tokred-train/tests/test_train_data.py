@@ -3,11 +3,7 @@ and batches that follow the sampler."""
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
-from PIL import Image
 from tokred_core import Segment, Task, TokredError
 from tokred_train import load_config, train
 from tokred_train.embedded import build_embedded_data
@@ -36,34 +32,7 @@ def test_shapes_pipeline_encodes_once_and_batches_mix_tasks():
     assert bool(data.vocab.is_image_id(gen_out[:-1]).all()) and gen_out[-1] == data.vocab.eoi_id
 
 
-def _write_real_data(root):
-    rng = np.random.default_rng(0)
-    (root / "img").mkdir()
-    colours = {"red": (220, 30, 30), "blue": (30, 60, 220)}
-    llava, lines = [], []
-    for i in range(6):
-        name = list(colours)[i % 2]
-        pixels = np.full((20 + i, 24, 3), colours[name], dtype=np.uint8)
-        pixels[: 4 + i] = rng.integers(0, 255, (4 + i, 24, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(root / "img" / f"{i}.png")
-        llava.append(
-            {
-                "id": f"u{i}",
-                "image": f"{i}.png",
-                "conversations": [
-                    {"from": "human", "value": "<image>\nwhat colour is it?"},
-                    {"from": "gpt", "value": name},
-                ],
-            }
-        )
-        lines.append(json.dumps({"prompt": f"a {name} picture", "image": f"{i}.png"}))
-    llava.append({"id": "bad", "image": "missing.png", "conversations": llava[0]["conversations"]})
-    (root / "llava.json").write_text(json.dumps(llava))
-    (root / "gen.jsonl").write_text("\n".join(lines) + "\n")
-
-
-def test_real_formats_train_the_tiny_model(tmp_path):
-    _write_real_data(tmp_path)
+def test_real_formats_train_the_tiny_model(tmp_path, real_data):
     overrides = [
         "data.kind=llava",
         f"data.paths=[llava:{tmp_path / 'llava.json'}, jsonl:{tmp_path / 'gen.jsonl'}]",

@@ -32,9 +32,9 @@ from .data import (
     load_llava_conversations,
     load_prompt_image_jsonl,
     shapes_samples,
-    square_resize,
 )
 from .families import ModelIO, build_model_io
+from .image_source import ImageSource, LazyPixels
 from .protocols import ImageTokenizer, TokenVocab
 from .training_data import TaskSamples, TrainData
 
@@ -165,22 +165,64 @@ def _load_source(kind: str, path: str, cfg: DataConfig):
     return load_captioned_folder(path, on_bad_image=cfg.on_bad_image)
 
 
+#: Images encoded per VQ call while building the data (bounds the pixels held at once).
+ENCODE_CHUNK = 64
+#: At most this many training images fit the embedded patch VQ codebook (k-means needs a
+#: sample of the patches, not every image of a large set).
+VQ_FIT_IMAGES = 4096
+
+
+def _encode(vq: ImageTokenizer, source: ImageSource, rows: list[int]) -> torch.Tensor:
+    """(len(rows), T) int32 codes, encoding ENCODE_CHUNK images at a time."""
+    codes = torch.zeros((len(rows), vq.num_tokens_per_image), dtype=torch.int32)
+    for start in range(0, len(rows), ENCODE_CHUNK):
+        chunk = rows[start : start + ENCODE_CHUNK]
+        codes[start : start + len(chunk)] = vq.encode(source.images(chunk)).to(torch.int32)
+    return codes
+
+
+def _real_split(
+    rows: list[dict[str, Any]],
+    index: list[int],
+    vq: ImageTokenizer,
+    source: ImageSource,
+    io: ModelIO | None,
+) -> dict[str, TaskSamples]:
+    """Per-task samples of the records `index`: generation targets (and understanding
+    inputs, unless the model reads them as pixels) encoded now, pixels read per batch."""
+    spec = io.understanding_pixels if io is not None else None
+    out = {}
+    for task in ("understanding", "generation"):
+        mine = [i for i in index if rows[i]["task"] == task]
+        recs = [dict(rows[i]) for i in mine]
+        if spec is not None and task == "understanding":
+            codes = torch.zeros((len(mine), 0), dtype=torch.int32)
+            out[task] = TaskSamples(task, recs, codes, LazyPixels(source, mine, spec))
+        else:
+            out[task] = TaskSamples(task, recs, _encode(vq, source, mine))
+    return out
+
+
 def build_real_format_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainData:
-    """LLaVA / prompt-image JSONL / captioned folder data for the tiny model."""
+    """LLaVA / prompt-image JSONL / captioned folder data, images read from their files in
+    chunks (see image_source.py): only codes and file references stay in memory."""
     rows: list[dict[str, Any]] = []
-    images: list[np.ndarray] = []
+    source = ImageSource(cfg.image_size)
     skipped = 0
     for entry in cfg.paths:
         kind, path = split_data_path(entry, cfg.kind)
         loaded = _load_source(kind, path, cfg)
         skipped += loaded.num_skipped
-        for rec in loaded.dataset:
-            images.append(square_resize(rec["image"], cfg.image_size))
-            rows.append({k: rec[k] for k in ("task", *_TEXT_FIELDS) if k in rec})
+        text = loaded.dataset.select_columns(
+            [c for c in ("task", *_TEXT_FIELDS) if c in loaded.dataset.column_names]
+        )
+        rows.extend(dict(rec) for rec in text)  # no image is decoded here
+        source.add(loaded.dataset)
     if not rows:
         raise TokredError(f"data.paths {cfg.paths} hold no usable records")
     # Hold out the last num_val samples of each task, after a seeded shuffle.
-    order = np.random.default_rng(cfg.seed).permutation(len(rows))
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(rows))
     train_idx: list[int] = []
     val_idx: list[int] = []
     for task in ("understanding", "generation"):
@@ -189,8 +231,11 @@ def build_real_format_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainD
         train_idx += mine[: len(mine) - n_val]
         val_idx += mine[len(mine) - n_val :]
     if io is None:
+        fit = sorted(train_idx)
+        if len(fit) > VQ_FIT_IMAGES:
+            fit = sorted(rng.choice(fit, VQ_FIT_IMAGES, replace=False).tolist())
         vq = PatchVQTokenizer.fit(
-            np.stack([images[i] for i in train_idx]),
+            source.images(fit),
             codebook_size=cfg.codebook_size,
             patch_size=cfg.patch_size,
             seed=cfg.seed,
@@ -199,13 +244,8 @@ def build_real_format_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainD
         vocab = UnifiedVocab.build(texts, codebook_size=vq.codebook_size)
     else:
         vocab, vq = io.vocab, io.image_tokenizer
-    all_codes = vq.encode(np.stack(images))
-    train = _split_by_task(
-        [rows[i] for i in train_idx], all_codes[train_idx], [images[i] for i in train_idx], io
-    )
-    val = _split_by_task(
-        [rows[i] for i in val_idx], all_codes[val_idx], [images[i] for i in val_idx], io
-    )
+    train = _real_split(rows, train_idx, vq, source, io)
+    val = _real_split(rows, val_idx, vq, source, io)
     if skipped:
         log.warning("left out %d bad records (data.on_bad_image=skip)", skipped)
     info = {

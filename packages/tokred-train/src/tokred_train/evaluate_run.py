@@ -162,7 +162,7 @@ def eval_records(
     n_g = len(gen_s) if num_generation is None else min(num_generation, len(gen_s))
     und = [dict(r) for r in und_s.records[:n_u]]
     gen = [dict(r) for r in gen_s.records[:n_g]]
-    return und, und_s.codes[:n_u], gen, None
+    return und, und_s.codes[:n_u].long(), gen, None
 
 
 def evaluate_run(

@@ -19,6 +19,7 @@ from tokred_core import TASK_NAMES, TokredError
 
 from .data.collate import collate
 from .data.hf_vq_base import PixelSpec
+from .image_source import LazyPixels
 from .protocols import ImageTokenizer, TokenVocab
 
 __all__ = ["TaskSamples", "TrainData"]
@@ -31,10 +32,12 @@ class TaskSamples:
     task: str
     records: list[dict[str, Any]]
     codes: torch.Tensor
-    """(len(records), T) long: the codes of each record's image (input or target)."""
-    pixels: torch.Tensor | None = None
-    """(len(records), H, W, 3) uint8: each record's fitted image, kept only for a model that
-    reads understanding images as pixels (then `codes` of those records are not read)."""
+    """(len(records), T): the codes of each record's image (input or target), stored as
+    int32 (half of long's memory; `take` returns long). T is 0 when nothing reads them."""
+    pixels: torch.Tensor | LazyPixels | None = None
+    """Each record's fitted image, kept only for a model that reads understanding images as
+    pixels (then `codes` of those records are not read): a (len(records), H, W, 3) uint8
+    tensor, or a `LazyPixels` that reads the files when taken."""
 
     def __post_init__(self) -> None:
         if self.task not in TASK_NAMES:
@@ -45,13 +48,14 @@ class TaskSamples:
             raise TokredError(
                 f"{self.task}: {len(self.records)} records but codes of shape {tuple(self.codes.shape)}"
             )
-        self.codes = self.codes.to(torch.long)
+        self.codes = self.codes.to(torch.int32)
         if self.pixels is not None and (
-            self.pixels.dim() != 4 or self.pixels.shape[0] != len(self.records)
+            len(self.pixels) != len(self.records)
+            or (isinstance(self.pixels, torch.Tensor) and self.pixels.dim() != 4)
         ):
             raise TokredError(
                 f"{self.task}: {len(self.records)} records but pixels of shape "
-                f"{tuple(self.pixels.shape)}"
+                f"{getattr(self.pixels, 'shape', len(self.pixels))}"
             )
 
     def __len__(self) -> int:
@@ -59,10 +63,14 @@ class TaskSamples:
 
     def take(self, indices: Sequence[int]) -> tuple[list[dict[str, Any]], torch.Tensor]:
         idx = [int(i) for i in indices]
-        return [self.records[i] for i in idx], self.codes[idx]
+        return [self.records[i] for i in idx], self.codes[idx].long()
 
     def take_pixels(self, indices: Sequence[int]) -> torch.Tensor | None:
-        return None if self.pixels is None else self.pixels[[int(i) for i in indices]]
+        if self.pixels is None:
+            return None
+        if isinstance(self.pixels, LazyPixels):
+            return self.pixels.take(indices)
+        return self.pixels[[int(i) for i in indices]]
 
     @classmethod
     def empty(cls, task: str, tokens_per_image: int) -> TaskSamples:
@@ -108,7 +116,8 @@ class TrainData:
         batch = collate(
             records,
             self.vocab,
-            torch.cat(codes),
+            # One row per record: widths differ when one task's codes are not read (T = 0).
+            [row for part in codes for row in part],
             system_prompt=self.system_prompt,
             max_length=self.max_length,
         )
