@@ -1,0 +1,88 @@
+"""Janus as a one-task causal LM, so evaluation's decoding loop runs it unchanged.
+
+Why: `evaluate_decode.decode_batch` decodes any model that maps input_ids to next-token
+logits, with a KV cache or, under a reduction, by re-running the whole sequence. Janus
+reads its two tasks through different paths: an understanding prompt holds image
+placeholders filled from SigLIP pixels and is answered through `lm_head`; a generation
+prompt ends with `<begin_of_image>` and continues with VQ codes, embedded through
+`generation_embeddings`/`generation_aligner` and predicted through `generation_head`.
+`JanusForDecoding(janus, task)` is that path for one task:
+
+- understanding: `pixel_values` (one image per prompt, in batch order) come with every
+  full-sequence call (decode_batch's model_kwargs); a call continuing the KV cache reads
+  one new text token and no pixels. Logits: `lm_head`, over the text vocabulary.
+- generation: every position after a row's first `<begin_of_image>` is a code (the prompt
+  holds none before its last token, and codes that share the marker's id come after
+  it), and a call continuing the cache reads one code. Logits: `generation_head`, over
+  the codebook, so generated ids are the codes themselves.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from tokred_core import Task, TokredError
+from torch import nn
+
+__all__ = ["JanusForDecoding"]
+
+_HANDLE_ATTR = "_tokred_handle"  # set by tokred_models.patch.apply_reduction
+
+
+class JanusForDecoding(nn.Module):
+    def __init__(self, janus: nn.Module, task: Task, boi_id: int):
+        super().__init__()
+        if type(janus).__name__ != "JanusForConditionalGeneration":
+            raise TokredError(
+                f"JanusForDecoding needs a JanusForConditionalGeneration, got {type(janus).__name__}"
+            )
+        self.janus = janus
+        self.task = Task(task)
+        self.boi_id = int(boi_id)
+        handle = getattr(janus, _HANDLE_ATTR, None)
+        if handle is not None:  # decoding sees the reduction the model is patched with
+            object.__setattr__(self, _HANDLE_ATTR, handle)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        past_key_values: Any = None,
+        use_cache: bool = False,
+        logits_to_keep: int = 0,
+        pixel_values: torch.Tensor | None = None,
+        **layout_kwargs: Any,
+    ) -> SimpleNamespace:
+        from tokred_models.janus_generation import janus_input_embeddings
+
+        generation = self.task == Task.GENERATION
+        codes = torch.zeros_like(input_ids, dtype=torch.bool)
+        if past_key_values is None:  # the whole sequence so far
+            if generation:
+                boi = (input_ids == self.boi_id).long()
+                if bool((boi.sum(1) == 0).any()):
+                    raise TokredError("a generation prompt must end with the begin-of-image id")
+                # 1 strictly after the first marker: cumsum reaches 1 at it, stays >= 1 after.
+                seen = boi.cumsum(1) > 0
+                codes = seen & ~(seen.cumsum(1) == 1)
+            pixels = None if generation else pixel_values
+        else:  # one new token on top of the cache
+            codes[:] = generation
+            pixels = None
+        embeds = janus_input_embeddings(self.janus, input_ids, codes, pixels)
+        out = self.janus.model.language_model(
+            inputs_embeds=embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            use_cache=use_cache,
+            **layout_kwargs,
+        )
+        hidden = out.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        head = self.janus.model.generation_head if generation else self.janus.lm_head
+        return SimpleNamespace(logits=head(hidden), past_key_values=out.past_key_values)
