@@ -73,6 +73,24 @@ def test_demo_writes_report_metrics_and_figures(tmp_path, capsys):
     assert main(argv) == 0
 
 
+def test_demo_evaluates_on_held_out_multi_shape_scenes(tmp_path):
+    # The demo's task must be able to separate runs: several shapes per image, and
+    # validation scenes that training never shows (the split the evaluation rebuilds).
+    from tokred.commands.demo import demo_config
+    from tokred_train.data.shapes import build_shapes_dataset, scene_key
+
+    d = demo_config(tmp_path, "baseline", 1, False, []).data
+    assert d.max_shapes >= 2
+    dd = build_shapes_dataset(d.num_train, d.num_val, d.seed, d.image_size, d.max_shapes)
+    train = {scene_key(s) for s in dd["train"]["shapes"]}
+    val = {scene_key(s) for s in dd["validation"]["shapes"]}
+    assert val and not train & val
+    counts = {
+        q["answer"] for qs in dd["validation"]["questions"] for q in qs if "many" in q["question"]
+    }
+    assert len(counts) >= 2  # the count question is not trivial
+
+
 def test_above_chance_rule():
     u = {
         "accuracy": 0.8,

@@ -10,6 +10,7 @@ from tokred.cli import main
 from tokred.commands.demo import DEMO_BASE_CONFIG
 
 SMALL = [
+    "data.max_shapes=1",  # the single-shape chance levels below
     "data.num_train=40",
     "data.num_val=6",
     "model.hidden_size=32",

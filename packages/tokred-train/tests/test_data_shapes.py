@@ -47,6 +47,8 @@ def test_deterministic_given_seed(dd):
 def test_validation_differs_from_train(dd):
     assert dd["validation"]["caption"] != dd["train"]["caption"][:12]
     assert dd["validation"]["id"][0].startswith("validation-")
+    # Held out by scene: no validation caption (one shape, so one scene each) is in train.
+    assert not set(dd["validation"]["caption"]) & set(dd["train"]["caption"])
 
 
 def test_record_text_matches_attributes(dd):

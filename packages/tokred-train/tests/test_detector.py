@@ -22,13 +22,15 @@ from tokred_train.data import (
 @pytest.fixture(scope="module")
 def single():
     dd = build_shapes_dataset(num_train=200, num_val=200, seed=11)
-    val = dd["validation"]
-    expected = [shapes[0] for shapes in val["shapes"]]
-    return as_uint8_batch(dd["train"]["image"]), as_uint8_batch(val["image"]), expected
+    train, val = dd["train"], dd["validation"]
+    return (
+        (as_uint8_batch(train["image"]), [shapes[0] for shapes in train["shapes"]]),
+        (as_uint8_batch(val["image"]), [shapes[0] for shapes in val["shapes"]]),
+    )
 
 
 def test_ground_truth_accuracy(single):
-    _, images, expected = single
+    _, (images, expected) = single
     acc = score(images, expected)
     assert acc["color"] >= 0.95 and acc["position"] >= 0.95
     assert acc["kind"] >= 0.85 and acc["size"] >= 0.95
@@ -36,8 +38,11 @@ def test_ground_truth_accuracy(single):
 
 
 def test_vq_reconstruction_accuracy(single):
-    train, images, expected = single
-    vq = PatchVQTokenizer.fit(train, codebook_size=64, patch_size=4, seed=0, iters=10)
+    # The detector's tolerance of VQ blur, on the images the codebook was fitted to: the
+    # validation split holds scenes the fit never saw (held out), which would test the
+    # lossy 64-entry VQ's generalisation instead of the detector.
+    (images, expected), _ = single
+    vq = PatchVQTokenizer.fit(images, codebook_size=64, patch_size=4, seed=0, iters=10)
     acc = score(vq.decode(vq.encode(images)), expected)
     print("VQ-64 reconstructions:", acc)
     assert acc["color"] >= 0.95 and acc["position"] >= 0.95
@@ -88,6 +93,47 @@ def test_multi_shape_scenes():
         img, [{"kind": "circle", "color": "red", "position": "top-left"}, {"position": "top-right"}]
     )
     assert not res["position"] and not res["count"] and not res["all"]
+
+
+def test_check_scene_reports_each_attribute_of_a_two_shape_scene():
+    red_circle = ShapeSpec("circle", "red", "top-left", "large")
+    blue_square = ShapeSpec("square", "blue", "bottom-right", "small")
+    img = draw_shapes([red_circle, blue_square])
+    assert check_scene(img, [red_circle.as_dict(), blue_square.as_dict()])["all"]
+    # The right cells but the colours swapped: position and kind hold, colour fails.
+    swapped = [
+        {**red_circle.as_dict(), "color": "blue"},
+        {**blue_square.as_dict(), "color": "red"},
+    ]
+    res = check_scene(img, swapped)
+    assert res["position"] and res["kind"] and res["size"] and res["count"]
+    assert not res["color"] and not res["all"]
+    # An extra, unrequested shape fails only the count; without sizes, size is not judged.
+    extra = draw_shapes(
+        [red_circle, blue_square, ShapeSpec("triangle", "green", "top-right", "large")]
+    )
+    res = check_scene(
+        extra,
+        [{k: v for k, v in s.as_dict().items() if k != "size"} for s in (red_circle, blue_square)],
+    )
+    assert res == {
+        "position": True,
+        "color": True,
+        "kind": True,
+        "size": True,
+        "count": False,
+        "all": False,
+    }
+
+
+def test_two_and_three_shape_ground_truth_is_read_exactly():
+    for max_shapes in (2, 3):
+        val = build_shapes_dataset(num_train=0, num_val=40, seed=2, max_shapes=max_shapes)[
+            "validation"
+        ]
+        for img, shapes in zip(as_uint8_batch(val["image"]), val["shapes"], strict=True):
+            found = sorted((d.as_dict() for d in detect(img)), key=lambda d: d["position"])
+            assert found == sorted(shapes, key=lambda d: d["position"])
 
 
 def test_bad_expectations_raise():

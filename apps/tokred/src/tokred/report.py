@@ -35,6 +35,11 @@ def _num(x: float | None, fmt: str = ".3f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
+def _shapes_per_image(data: dict[str, Any]) -> str:
+    most = int(data.get("max_shapes", 1))
+    return "one shape" if most == 1 else f"1 to {most} shapes"
+
+
 def nontrivial_understanding(u: dict[str, Any]) -> dict[str, float] | None:
     """Accuracy and chance over the question types with more than one possible answer
     (the count question is trivial when every image holds one shape)."""
@@ -133,9 +138,10 @@ def _setup(m: dict[str, Any]) -> list[str]:
         "## Setup",
         "",
         f"- **Data**: the embedded synthetic shapes set, {data.get('train_images', d['num_train'])} training and "
-        f"{data.get('val_images', d['num_val'])} validation images ({d['image_size']}x{d['image_size']} px, one shape "
-        "each: 3 kinds x 4 colours x 4 positions x 2 sizes). Each image gives one generation sample "
-        "(caption -> image) and four understanding questions (kind, colour, position, count).",
+        f"{data.get('val_images', d['num_val'])} validation images ({d['image_size']}x{d['image_size']} px, "
+        f"{_shapes_per_image(d)} per image, each one of 3 kinds x 4 colours x 2 sizes in one of 4 "
+        "grid cells; validation scenes never occur in training). Each image gives one generation "
+        "sample (caption -> image) and understanding questions (kind, colour, position, count).",
         f"- **Image tokens**: patch k-means VQ, {d['patch_size']}x{d['patch_size']} patches, codebook "
         f"{d['codebook_size']} -> {s['tokens_per_image']} tokens per image; unified vocabulary of "
         f"{s['vocab_size']} ids (text words + specials + image codes). Both runs use the very same data, "
@@ -227,8 +233,9 @@ def _per_type(m: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "Chance is 1 / (distinct answers of the type in the evaluated set); majority is always "
-        "giving the type's most frequent answer. With one shape per image the count question has "
-        "one possible answer, so it is trivial and left out of the non-trivial accuracy.",
+        "giving the type's most frequent answer. A question type with one possible answer in the "
+        "evaluated set (count, when every image holds one shape) is trivial and left out of the "
+        "non-trivial accuracy.",
         "",
         "### Generation by attribute (shapes detector, a small GenEval-like check)",
         "",
@@ -253,8 +260,8 @@ def _per_type(m: dict[str, Any]) -> list[str]:
     lines += [
         "",
         "Each validation caption is drawn greedily over image codes only (text ids masked), decoded "
-        "by the VQ tokenizer and checked for the requested kind, colour and grid cell of the largest "
-        f"shape. Empty images: {empties}. Decoding: a run without reduction uses the KV cache, the "
+        "by the VQ tokenizer and checked cell by cell for the requested kind and colour of every "
+        f"shape in the caption. Empty images: {empties}. Decoding: a run without reduction uses the KV cache, the "
         f"reduced run decodes without a cache under its own reduction (modes: {modes}).",
         "",
     ]

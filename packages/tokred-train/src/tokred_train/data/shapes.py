@@ -2,10 +2,16 @@
 
 Why a synthetic set: tokred must train end to end with no network (DESIGN.md), so the
 default run builds its own data. Every image is a plain background with one or more
-coloured shapes, each centred in one cell of a 2x2 grid. The attribute space is tiny
-(3 kinds x 4 colours x 4 positions x 2 sizes), so a few-million-parameter unified model
-can learn both directions on CPU, and a deterministic detector (``detector.py``) can
-score generated images the way GenEval scores real ones.
+coloured shapes, each centred in one cell of a 2x2 grid. Each shape has a small attribute
+space (3 kinds x 4 colours x 4 positions x 2 sizes), so a few-million-parameter unified
+model can learn both directions on CPU, and a deterministic detector (``detector.py``)
+can score generated images the way GenEval scores real ones.
+
+Validation is held out by scene, not by draw: every scene (the set of (position, kind,
+colour) triples of its shapes; size is ignored, so a validation scene is not merely a
+resized training one) is assigned to one split by a seeded hash (`is_validation_scene`).
+The training split never holds a scene of the validation split, so validation measures
+generalisation to unseen attribute combinations rather than recall.
 
 Each record holds the image (a ``datasets.Image`` feature, decoded to PIL), a caption
 ("a large red circle at the top left"), the structured attributes of every shape, and
@@ -14,6 +20,8 @@ understanding questions with one-word answers (kind, colour, position, count).
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import datasets
@@ -30,6 +38,7 @@ __all__ = [
     "SIZES",
     "SIZE_RADIUS",
     "COUNT_WORDS",
+    "DEFAULT_VAL_FRACTION",
     "ShapeSpec",
     "cell_center",
     "shape_radius",
@@ -37,6 +46,8 @@ __all__ = [
     "caption_for",
     "questions_for",
     "shapes_features",
+    "scene_key",
+    "is_validation_scene",
     "build_shapes_dataset",
 ]
 
@@ -60,6 +71,13 @@ SIZES: tuple[str, ...] = ("small", "large")
 #: Large shapes stay clear of the cell border, so shapes in different cells never touch.
 SIZE_RADIUS: dict[str, float] = {"small": 0.25, "large": 0.4}
 COUNT_WORDS: tuple[str, ...] = ("zero", "one", "two", "three", "four")
+#: Share of scenes (hash space) reserved for validation. With one shape per image there
+#: are only 48 scenes, so about 10 of them are validation-only.
+DEFAULT_VAL_FRACTION = 0.2
+#: Draws without finding a scene of the wanted split before giving up (only a tiny scene
+#: space with an unlucky seed can get there: e.g. none of the 48 one-shape scenes hashing
+#: to validation).
+_MAX_DRAWS = 10_000
 
 
 @dataclass(frozen=True)
@@ -174,6 +192,44 @@ def shapes_features() -> datasets.Features:
     )
 
 
+def _field(shape: ShapeSpec | Mapping[str, str], name: str) -> str:
+    return shape[name] if isinstance(shape, Mapping) else getattr(shape, name)
+
+
+def scene_key(shapes: Sequence[ShapeSpec | Mapping[str, str]]) -> str:
+    """Canonical name of a scene: its (position, colour, kind) triples in grid order.
+
+    Order-free (the caption lists shapes in draw order, the image does not) and blind to
+    size, so two images that differ only in shape sizes are the same scene.
+    """
+    triples = sorted(
+        (POSITIONS.index(_field(s, "position")), _field(s, "color"), _field(s, "kind"))
+        for s in shapes
+    )
+    return "|".join(f"{POSITIONS[p]}:{color}:{kind}" for p, color, kind in triples)
+
+
+def _check_fraction(val_fraction: float) -> None:
+    if not 0.0 < val_fraction < 1.0:
+        raise TokredError(f"val_fraction {val_fraction} must be strictly between 0 and 1")
+
+
+def is_validation_scene(
+    shapes: Sequence[ShapeSpec | Mapping[str, str]],
+    seed: int = 0,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+) -> bool:
+    """Whether a scene belongs to the validation split of `seed` (else to training).
+
+    A seeded hash of `scene_key` mapped to [0, 1): deterministic across processes and
+    platforms (unlike Python's salted `hash`), independent of split sizes, and different
+    for each seed.
+    """
+    _check_fraction(val_fraction)
+    digest = hashlib.blake2b(f"{seed}/{scene_key(shapes)}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 < val_fraction
+
+
 def _sample_shapes(rng: np.random.Generator, max_shapes: int) -> list[ShapeSpec]:
     n = int(rng.integers(1, max_shapes + 1))
     cells = rng.permutation(len(POSITIONS))[:n]
@@ -186,12 +242,35 @@ def _sample_shapes(rng: np.random.Generator, max_shapes: int) -> list[ShapeSpec]
     return out
 
 
+def _sample_split_scene(
+    rng: np.random.Generator, max_shapes: int, validation: bool, seed: int, val_fraction: float
+) -> list[ShapeSpec]:
+    """Draw scenes until one belongs to the wanted split (rejection sampling keeps the
+    within-split distribution the same as the unsplit one)."""
+    for _ in range(_MAX_DRAWS):
+        shapes = _sample_shapes(rng, max_shapes)
+        if is_validation_scene(shapes, seed, val_fraction) == validation:
+            return shapes
+    split = "validation" if validation else "train"
+    raise TokredError(
+        f"no scene of at most {max_shapes} shapes fell in the {split} split after {_MAX_DRAWS} "
+        f"draws (seed {seed}, val_fraction {val_fraction}); use another seed or val_fraction"
+    )
+
+
 def _build_split(
-    name: str, count: int, rng: np.random.Generator, image_size: int, max_shapes: int
+    name: str,
+    count: int,
+    rng: np.random.Generator,
+    image_size: int,
+    max_shapes: int,
+    seed: int,
+    val_fraction: float,
 ) -> datasets.Dataset:
     cols: dict[str, list] = {k: [] for k in shapes_features()}
+    validation = name == "validation"
     for i in range(count):
-        shapes = _sample_shapes(rng, max_shapes)
+        shapes = _sample_split_scene(rng, max_shapes, validation, seed, val_fraction)
         cols["id"].append(f"{name}-{i:06d}")
         cols["image"].append(Image.fromarray(draw_shapes(shapes, image_size)))
         cols["caption"].append(caption_for(shapes))
@@ -207,15 +286,17 @@ def build_shapes_dataset(
     seed: int = 0,
     image_size: int = 32,
     max_shapes: int = 1,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
 ) -> datasets.DatasetDict:
     """Build the shapes set: a DatasetDict with 'train' and 'validation' splits, in memory.
 
-    Deterministic given the arguments. The two splits draw from independent random
-    streams of one seed, so they differ sample by sample but share the attribute space
-    (an in-distribution evaluation: with one shape per image there are only 96 distinct
-    images, so the validation images also occur in train). Each image holds 1..max_shapes
-    shapes in distinct cells; keep max_shapes=1 (the default) for the generation task of a
-    tiny model.
+    Deterministic given the arguments. Each image holds 1..max_shapes shapes (uniform) in
+    distinct cells. The splits are held out by scene: `is_validation_scene(shapes, seed,
+    val_fraction)` decides the split of every scene, so no validation scene (same shapes'
+    kinds, colours and positions, whatever their sizes) ever occurs in train. Individual
+    shapes do recur: with max_shapes >= 2, validation asks for unseen combinations of seen
+    shapes. Each split draws from its own random stream of the seed, so the validation
+    split does not depend on num_train (evaluation rebuilds it with num_train=0).
     """
     if num_train < 0 or num_val < 0:
         raise TokredError(f"split sizes must be >= 0, got num_train={num_train}, num_val={num_val}")
@@ -223,14 +304,20 @@ def build_shapes_dataset(
         raise TokredError(f"max_shapes {max_shapes} out of range: use 1..{len(POSITIONS)}")
     if image_size < 8 or image_size % 2:
         raise TokredError(f"image_size {image_size}: use an even size of at least 8 (e.g. 32)")
-    train_ss, val_ss = np.random.SeedSequence(seed).spawn(2)
+    _check_fraction(val_fraction)
+    streams = dict(zip(("train", "validation"), np.random.SeedSequence(seed).spawn(2), strict=True))
+    counts = {"train": num_train, "validation": num_val}
     return datasets.DatasetDict(
         {
-            "train": _build_split(
-                "train", num_train, np.random.default_rng(train_ss), image_size, max_shapes
-            ),
-            "validation": _build_split(
-                "validation", num_val, np.random.default_rng(val_ss), image_size, max_shapes
-            ),
+            name: _build_split(
+                name,
+                counts[name],
+                np.random.default_rng(stream),
+                image_size,
+                max_shapes,
+                seed,
+                val_fraction,
+            )
+            for name, stream in streams.items()
         }
     )
