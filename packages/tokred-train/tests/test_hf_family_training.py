@@ -288,3 +288,43 @@ def test_family_without_tokenizer_is_one_clear_error(tmp_path, emu3_dir):
             f.unlink()
     with pytest.raises(TokredError, match="no usable tokenizer"):
         train(config(tmp_path, bare), stop_after_step=0)
+
+
+# ---- evaluation of family runs ----------------------------------------------------------
+
+
+def test_janus_run_is_evaluated_on_both_tasks(tmp_path, janus_dir):
+    from tokred_train.evaluate_run import evaluate_run, load_run
+
+    result = train(config(tmp_path, janus_dir, optim={"max_steps": 1}))
+    run = load_run(result.run_dir)
+    out = evaluate_run(run, num_understanding=6, num_generation=3, batch_size=4)
+    u, g = out["understanding"], out["generation"]
+    assert u["total"] == 6 and 0 <= u["accuracy"] <= 1 and u["mode"] == "reduced"
+    assert g["total"] == 3 and set(g["per_attribute"]) >= {"kind", "color", "position"}
+    assert (result.run_dir / "eval" / "eval.json").is_file()
+
+
+def test_emu3_run_scores_understanding_and_names_why_not_generation(tmp_path, emu3_dir):
+    from tokred_train.evaluate_run import evaluate_run, load_run
+
+    result = train(config(tmp_path, emu3_dir, optim={"max_steps": 1}))
+    out = evaluate_run(load_run(result.run_dir), num_understanding=4, num_generation=2)
+    assert out["understanding"]["total"] == 4
+    assert "size prefix, row ends or permuted ids" in out["generation"]["skipped"]
+
+
+def test_janus_attention_allocation_reads_siglip_images(tmp_path, janus_dir):
+    """The probe runs Janus's own input path: understanding queries attend to the image
+    segment (SigLIP features at the placeholders), shares sum to one per layer."""
+    from tokred_core import Segment
+    from tokred_train.evaluate_allocation import attention_allocation
+
+    cfg = config(tmp_path, janus_dir, lora={"enabled": True, "r": 4})
+    result = train(cfg, stop_after_step=0)
+    alloc = attention_allocation(result.model, result.data, num_samples=4, batch_size=2)
+    und, gen = alloc.shares(Task.UNDERSTANDING), alloc.shares(Task.GENERATION)
+    assert und.shape[0] == gen.shape[0] == result.built.num_layers
+    torch.testing.assert_close(und.sum(-1), torch.ones(und.shape[0], dtype=und.dtype))
+    assert bool((und[:, Segment.IMAGE] > 0).all())
+    assert alloc.num_samples[Task.UNDERSTANDING] == 4

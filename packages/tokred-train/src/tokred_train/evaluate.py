@@ -9,7 +9,8 @@
 - Generation: greedy (or seeded) sampling of exactly one image's worth of tokens after
   the prompt (system, caption, boi), constrained to image-code ids, decoded to pixels by
   the VQ tokenizer and checked by the shapes detector for kind, colour and position: a
-  small GenEval-like score, with the chance level of each attribute (1 / its values).
+  small GenEval-like score, with the chance level of each attribute (1 / its values for
+  one shape; a multi-shape prompt is checked cell by cell, see `generation_chance`).
 
 Decoding goes through `evaluate_decode` (see there for "cached" vs "reduced" modes): a
 model trained under a reduction is evaluated under that same reduction by default.
@@ -18,6 +19,7 @@ No matplotlib here; `save_sample_grid` draws with PIL only.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -268,6 +270,10 @@ def _answer_text(vocab: Any, ids: torch.Tensor) -> str:
     return decode(out)
 
 
+def _device_of(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 def evaluate_understanding(
     model: nn.Module,
     vocab: UnifiedVocab,
@@ -280,6 +286,7 @@ def evaluate_understanding(
     max_new_tokens: int | None = None,
     batch_size: int = 64,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    pixel_values: torch.Tensor | None = None,
 ) -> UnderstandingResult:
     """Greedy answers to each record's question about its image, scored by exact match.
 
@@ -287,12 +294,15 @@ def evaluate_understanding(
     image's VQ codes per record ((R, T) tensor or one sequence each), or the tokenizer,
     then each record needs an 'image'. mode/policies/sharing: see `evaluate_decode`
     (default: under the model's own reduction when it is patched). max_new_tokens: the
-    longest reference answer plus eos when None.
+    longest reference answer plus eos when None. pixel_values: (R, 3, H, W), one image per
+    record, for a model that reads images through its own encoder (passed per batch).
     """
     records = list(records)
     if not records:
         raise TokredError("evaluate_understanding got no records")
     codes = _codes_for(records, codes_or_vq)
+    if pixel_values is not None and len(pixel_values) != len(records):
+        raise TokredError(f"{len(records)} records but {len(pixel_values)} images in pixel_values")
     prompts = []
     for i, (r, c) in enumerate(zip(records, codes, strict=True)):
         rec = {"task": "understanding", "question": r.get("question"), "answer": r.get("answer")}
@@ -314,6 +324,9 @@ def evaluate_understanding(
                     mode=resolved,
                     pad_id=vocab.pad_id,
                     stop_id=vocab.eos_id,
+                    model_kwargs=None
+                    if pixel_values is None
+                    else {"pixel_values": pixel_values[list(idx)].to(_device_of(model))},
                 )
                 predictions += [_answer_text(vocab, row) for row in out]
     finally:
@@ -329,11 +342,47 @@ def evaluate_understanding(
 
 
 # ---- generation -----------------------------------------------------------------------------
-def generation_chance() -> dict[str, float]:
-    """Chance level of each checked attribute: 1 / its number of values (and of 'all')."""
-    chance = {a: 1.0 / len(_ATTRIBUTE_VALUES[a]) for a in GENERATION_ATTRIBUTES}
-    chance["all"] = float(np.prod(list(chance.values())))
+def generation_chance(num_shapes: int = 1) -> dict[str, float]:
+    """Chance level of each checked attribute (and of 'all') for a prompt of `num_shapes`
+    shapes: what a uniform random scene of that many shapes in distinct cells scores.
+
+    One shape is checked on the dominant blob wherever it is, so each attribute's chance
+    is 1 / its number of values. Several shapes are checked cell by cell
+    (`score_generated_codes`): every named cell must be drawn (1 / C(cells, n)) and, for
+    kind and colour, hold the right value too (times 1 / values per shape).
+    """
+    if not 1 <= num_shapes <= len(POSITIONS):
+        raise TokredError(f"num_shapes {num_shapes}: use 1..{len(POSITIONS)}")
+    per_shape = {a: 1.0 / len(_ATTRIBUTE_VALUES[a]) for a in GENERATION_ATTRIBUTES}
+    if num_shapes == 1:
+        chance = dict(per_shape)
+        chance["all"] = float(np.prod(list(per_shape.values())))
+        return chance
+    cells = 1.0 / math.comb(len(POSITIONS), num_shapes)
+    chance = {
+        a: cells if a == "position" else cells * per_shape[a] ** num_shapes
+        for a in GENERATION_ATTRIBUTES
+    }
+    chance["all"] = (
+        cells
+        * float(np.prod([per_shape[a] for a in GENERATION_ATTRIBUTES if a != "position"]))
+        ** num_shapes
+    )
     return chance
+
+
+def _mean_chance(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Mean chance over records (each by its number of shapes), so a mixed set of one- and
+    two-shape prompts is compared with what guessing would score on that very set."""
+    counts = Counter(len(_expected(r, i)) for i, r in enumerate(records))
+    if len(counts) == 1:
+        return generation_chance(next(iter(counts)))
+    total = sum(counts.values())
+    levels = {n: generation_chance(n) for n in counts}
+    return {
+        a: sum(levels[n][a] * k for n, k in counts.items()) / total
+        for a in (*GENERATION_ATTRIBUTES, "all")
+    }
 
 
 @dataclass
@@ -387,7 +436,9 @@ def score_generated_codes(
 
     Returns (images, per-image checks, per-attribute accuracy incl. 'all'). A one-shape
     record is checked on the dominant blob (`detector.check`); several shapes by cell
-    (`detector.check_scene`).
+    (`detector.check_scene`), where a shape in a cell the prompt does not name is ignored.
+    Either way only GENERATION_ATTRIBUTES are checked and 'all' means all of them right
+    for every requested shape; size and the number of blobs are not scored.
     """
     if codes.shape[0] != len(records):
         raise TokredError(f"{codes.shape[0]} code rows but {len(records)} records")
@@ -401,8 +452,14 @@ def score_generated_codes(
             exp = {a: shapes[0][a] for a in GENERATION_ATTRIBUTES if a in shapes[0]}
             c = check(img, exp)
         else:
-            c = check_scene(img, shapes)
-        checks.append({a: bool(c[a]) for a in (*GENERATION_ATTRIBUTES, "all") if a in c})
+            # Keep only the scored attributes: check_scene also compares sizes and counts
+            # blobs when asked, which the one-shape check does not.
+            c = check_scene(
+                img, [{a: s[a] for a in GENERATION_ATTRIBUTES if a in s} for s in shapes]
+            )
+        mine = {a: bool(c[a]) for a in GENERATION_ATTRIBUTES if a in c}
+        mine["all"] = all(mine.values())
+        checks.append(mine)
     acc = {}
     for a in (*GENERATION_ATTRIBUTES, "all"):
         vals = [c[a] for c in checks if a in c]
@@ -524,7 +581,7 @@ def evaluate_generation(
     return GenerationResult(
         accuracy=acc["all"],
         per_attribute=acc,
-        chance=generation_chance(),
+        chance=_mean_chance(records),
         total=len(records),
         images=images,
         codes=codes,

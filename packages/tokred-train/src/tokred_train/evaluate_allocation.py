@@ -60,6 +60,8 @@ def attention_allocation(
     """
     from tokred_models.probe import AttentionProbe
 
+    from .train_step import TrainStep, batch_targets
+
     samples = data.val if split == "val" else data.train
     sizes = {
         task: min(num_samples, len(samples.get(task, ())))
@@ -77,21 +79,31 @@ def attention_allocation(
             reduction_context(model, "reduced", policies),
             AttentionProbe(model, chunk_size) as probe,
         ):
+            step = TrainStep(_patched_model(model), data.loss_path)
             with torch.no_grad():
                 for task, n in sizes.items():
                     for start in range(0, n, batch_size):
                         idx = list(range(start, min(start + batch_size, n)))
                         batch = data.collate({task: idx}, split=split)
-                        model(
-                            input_ids=batch["input_ids"].to(device),
-                            attention_mask=batch["attention_mask"].to(device),
-                            tokred_layout=batch["layout"],
-                            use_cache=False,
-                        )
+                        # The training step's forward: the family's own input path (Janus:
+                        # SigLIP pixels, code embeddings), under the plan the probe reads.
+                        step(batch, batch_targets(batch, data.loss_path).to(device))
             result = probe.result()
     finally:
         model.train(was_training)
     return result
+
+
+def _patched_model(model: nn.Module) -> nn.Module:
+    """The reduction-patched Hugging Face model itself (inside a peft wrapper, if any)."""
+    from tokred_models import reduction_handle
+
+    # peft forwards attribute reads to the wrapped model, so look inside the wrapper first.
+    inner = getattr(getattr(model, "base_model", None), "model", None)
+    for candidate in (inner, model):
+        if candidate is not None and reduction_handle(candidate) is not None:
+            return candidate
+    raise TokredError(f"{type(model).__name__} is not reduction-patched")
 
 
 def allocation_to_dict(result: Any, **extra: Any) -> dict[str, Any]:

@@ -16,6 +16,12 @@ config (the validation images come from their own seeded stream, so the split is
 the run held out) and every generation prompt carries the shapes the detector checks;
 for real formats the understanding records are the held-out samples and generation
 images are produced but not scored (there is no detector for real images).
+
+Model families (tokred_train.hf_families): Janus decodes through `JanusForDecoding`
+(SigLIP pixels for questions, generation_head for codes). Writing images needs the
+family's image ids to be one block of ids after the begin-of-image marker (the tiny model,
+Janus); for Emu3 (size prefix, row ends) and Chameleon (permuted ids, no VQ decoder)
+`evaluate_run` scores understanding and says why generation was left out.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from tokred_core import TokredError
+from tokred_core import Task, TokredError
 from torch import nn
 
 from .data.atomic import atomic_write_text
@@ -40,8 +47,17 @@ from .evaluate import (
     save_sample_grid,
     shapes_eval_records,
 )
+from .evaluate_janus import JanusForDecoding
 
-__all__ = ["LoadedRun", "load_run", "run_from_result", "eval_records", "evaluate_run", "EVAL_DIR"]
+__all__ = [
+    "LoadedRun",
+    "load_run",
+    "run_from_result",
+    "eval_records",
+    "evaluate_run",
+    "generation_unsupported",
+    "EVAL_DIR",
+]
 
 EVAL_DIR = "eval"
 
@@ -136,9 +152,13 @@ def run_from_result(result: Any) -> LoadedRun:
 
 def eval_records(
     run: LoadedRun, num_understanding: int | None = None, num_generation: int | None = None
-) -> tuple[list[dict[str, Any]], torch.Tensor, list[dict[str, Any]], list[Any] | None]:
-    """(understanding records, their codes, generation records, reference images or None)."""
+) -> tuple[
+    list[dict[str, Any]], torch.Tensor, list[dict[str, Any]], list[Any] | None, torch.Tensor | None
+]:
+    """(understanding records, their codes, generation records, reference images or None,
+    the understanding images as the model's pixel_values, or None when it reads codes)."""
     cfg = run.config.data
+    spec = run.data.understanding_pixels
     if cfg.kind == "shapes":
         from .data import build_shapes_dataset
 
@@ -156,13 +176,49 @@ def eval_records(
         )["validation"]
         und, codes, gen = shapes_eval_records(val, run.vq, num_understanding, num_generation)
         refs = [val[int(r["image_index"])]["image"] for r in gen]
-        return und, codes, gen, refs
+        pixels = None
+        if spec is not None and und:
+            images = [spec.fit_image(val[int(r["image_index"])]["image"]) for r in und]
+            pixels = spec.normalize(np.stack(images))
+        return und, codes, gen, refs, pixels
     und_s, gen_s = run.data.val["understanding"], run.data.val["generation"]
     n_u = len(und_s) if num_understanding is None else min(num_understanding, len(und_s))
     n_g = len(gen_s) if num_generation is None else min(num_generation, len(gen_s))
     und = [dict(r) for r in und_s.records[:n_u]]
     gen = [dict(r) for r in gen_s.records[:n_g]]
-    return und, und_s.codes[:n_u].long(), gen, None
+    pixels = None
+    if spec is not None and n_u:
+        pixels = spec.normalize(und_s.take_pixels(range(n_u)).numpy())
+    return und, und_s.codes[:n_u].long(), gen, None, pixels
+
+
+def _decoders(run: LoadedRun) -> tuple[nn.Module, nn.Module]:
+    """(the model that answers questions, the model that writes image codes)."""
+    if run.data.loss_path == "janus":
+        janus = run.handle.model
+        boi = run.vocab.boi_id
+        return JanusForDecoding(janus, Task.UNDERSTANDING, boi), JanusForDecoding(
+            janus, Task.GENERATION, boi
+        )
+    return run.model, run.model
+
+
+def generation_unsupported(run: LoadedRun) -> str | None:
+    """Why evaluation cannot write this run's images, or None when it can."""
+    # One image's worth of codes, every code at least once when the image is large enough.
+    codes = torch.arange(run.vq.num_tokens_per_image) % run.vq.codebook_size
+    ids = torch.as_tensor(run.vocab.image_ids(codes)).reshape(-1).cpu()
+    if ids.numel() != codes.numel() or not torch.equal(
+        ids - codes, torch.full_like(ids, int(ids[0]))
+    ):
+        return (
+            f"{type(run.vq).__name__}: the model writes an image as more than one block of "
+            "code ids (a size prefix, row ends or permuted ids), which the decoder here "
+            "does not force; only understanding is scored"
+        )
+    if not getattr(run.vq, "can_decode", True):
+        return f"{type(run.vq).__name__} cannot decode codes to pixels"
+    return None
 
 
 def evaluate_run(
@@ -180,33 +236,26 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Score both tasks; write eval.json and samples.png into out_dir (default
     RUN_DIR/eval). Returns the JSON-ready results."""
-    from .metrics_log import VALIDATION_FILE
-
-    if run.data.loss_path != "causal_lm":
-        # Answers and images are decoded through the LM head over one vocabulary; Janus
-        # reads pixels through SigLIP and writes codes through its generation_head.
-        raise TokredError(
-            f"tokred eval decodes through the language-model head only; this "
-            f"{run.data.loss_path!r} run's per-task validation losses are in "
-            f"{VALIDATION_FILE} of its run folder"
-        )
     if out_dir is None:
         if run.run_dir is None:
             raise TokredError("give out_dir: this run has no folder")
         out_dir = run.run_dir / EVAL_DIR
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    und, codes, gen, refs = eval_records(run, num_understanding, num_generation)
+    und, codes, gen, refs, und_pixels = eval_records(run, num_understanding, num_generation)
+    answerer, writer = _decoders(run)
+    why_not = generation_unsupported(run) if gen else None
     system_prompt = run.data.system_prompt
     out: dict[str, Any] = {"run_dir": str(run.run_dir) if run.run_dir else None}
     started = time.perf_counter()
     u: UnderstandingResult | None = None
     if und:
         u = evaluate_understanding(
-            run.model,
+            answerer,
             run.vocab,
             codes,
             und,
+            pixel_values=und_pixels,
             mode=mode,
             policies=policies,
             batch_size=batch_size,
@@ -215,11 +264,13 @@ def evaluate_run(
         out["understanding"] = u.to_dict()
     out["understanding_time_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    if gen:
+    if why_not is not None:
+        out["generation"] = {"total": 0, "skipped": why_not}
+    elif gen:
         scored = run.config.data.kind == "shapes"
         if scored:
             g: GenerationResult = evaluate_generation(
-                run.model,
+                writer,
                 run.vocab,
                 run.vq,
                 gen,
@@ -234,7 +285,7 @@ def evaluate_run(
             images, prompts, marks = g.images, g.prompts, [c["all"] for c in g.checks]
         else:
             images, prompts = _generate_unscored(
-                run, gen, mode, policies, temperature, seed, batch_size
+                run, writer, gen, mode, policies, temperature, seed, batch_size
             )
             marks = None
             out["generation"] = {"total": len(gen), "scored": False}
@@ -264,10 +315,10 @@ def evaluate_run(
     return out
 
 
-def _generate_unscored(run, gen, mode, policies, temperature, seed, batch_size):
+def _generate_unscored(run, writer, gen, mode, policies, temperature, seed, batch_size):
     """Images for prompts without a detector (real data): generate and decode only."""
     codes, _ = generate_image_codes(
-        run.model,
+        writer,
         run.vocab,
         run.vq,
         [r["prompt"] for r in gen],
