@@ -328,3 +328,28 @@ def test_janus_attention_allocation_reads_siglip_images(tmp_path, janus_dir):
     torch.testing.assert_close(und.sum(-1), torch.ones(und.shape[0], dtype=und.dtype))
     assert bool((und[:, Segment.IMAGE] > 0).all())
     assert alloc.num_samples[Task.UNDERSTANDING] == 4
+
+
+def test_janus_qlora_trains_its_generation_head_in_full(tmp_path, janus_dir):
+    """lora.modules_to_save keeps the head out of 4 bits and trains all its weights."""
+    lora = {
+        "enabled": True,
+        "quantize_4bit": True,
+        "r": 4,
+        "modules_to_save": ["generation_head"],
+    }
+    cfg = config(tmp_path, janus_dir, lora=lora, optim={"max_steps": 2})
+    result = train(cfg, stop_after_step=0)
+    head = result.built.base.model.generation_head
+    assert type(head).__name__ == "ModulesToSaveWrapper"
+    assert type(head.original_module.vision_head).__name__ == "Linear"  # not Linear4bit
+    assert result.built.lora.saved_modules == ["model.generation_head"]
+    before = snapshot(result.model)
+    shutil.rmtree(cfg.run.out_dir)
+    result = train(cfg)
+    moved = changed(before, result.model)
+    head_moved = {n for n in moved if "generation_head.modules_to_save" in n}
+    assert any(n.endswith("vision_head.weight") for n in head_moved)
+    assert all("lora_" in n or n in head_moved for n in moved)
+    with pytest.raises(TokredError, match="lora.modules_to_save: no module named 'nope'"):
+        train(config(tmp_path, janus_dir, name="bad", lora={**lora, "modules_to_save": ["nope"]}))

@@ -69,6 +69,7 @@ def test_yaml_overrides_and_round_trip(tmp_path):
         (["optim.lr=0"], "optim.lr: 0.0 must be > 0"),
         (["optim.betas=[0.9]"], "optim.betas"),
         (["lora.quantize_4bit=true"], "lora.quantize_4bit: a 4-bit base is frozen"),
+        (["lora.modules_to_save=[lm_head]"], "lora.modules_to_save: names modules to train"),
         (["lora.dropout=1"], "lora.dropout"),
         (["run.device=tpu"], "run.device: 'tpu' must be"),
         (["reduction.understanding=nope"], "reduction.understanding: unknown policy 'nope'"),

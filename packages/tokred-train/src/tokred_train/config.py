@@ -310,6 +310,10 @@ class LoraConfig:
     )
     """Module name suffixes to adapt. The defaults also match the image projection sets
     that reduction adds (`self_attn.image_proj.<set>.q_proj`)."""
+    modules_to_save: list[str] = field(default_factory=list)
+    """Modules trained in full next to the adapters (peft modules_to_save), by name suffix,
+    e.g. [generation_head] for Janus. With quantize_4bit they are loaded unquantized (with
+    lm_head; this list then replaces transformers' default skip list)."""
     quantize_4bit: bool = False
     """QLoRA: a frozen 4-bit (bitsandbytes) base. hf: loaded with BitsAndBytesConfig; tiny:
     its decoder linears are replaced by bnb Linear4bit in place (works on CPU)."""
@@ -324,6 +328,11 @@ class LoraConfig:
             raise _fail("lora.dropout", f"{self.dropout} is outside [0, 1)")
         if not self.target_modules:
             raise _fail("lora.target_modules", "name at least one module")
+        if self.modules_to_save and not self.enabled:
+            raise _fail(
+                "lora.modules_to_save",
+                "names modules to train next to LoRA adapters, so it needs lora.enabled=true",
+            )
         if self.quantize_4bit and not self.enabled:
             raise _fail(
                 "lora.quantize_4bit",

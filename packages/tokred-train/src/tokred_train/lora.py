@@ -29,6 +29,8 @@ class LoraReport:
     """The adapted modules that are image projections."""
     frozen_image_projections: list[str] = field(default_factory=list)
     """Image projections the targets leave out (frozen copies of the text projections)."""
+    saved_modules: list[str] = field(default_factory=list)
+    """Modules trained in full (lora.modules_to_save), wrapped by peft."""
 
 
 def image_projection_names(model: nn.Module) -> list[str]:
@@ -59,6 +61,7 @@ def _peft_config(cfg: LoraConfig):
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules=list(cfg.target_modules),
+        modules_to_save=list(cfg.modules_to_save) or None,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -93,6 +96,11 @@ def apply_lora(model: nn.Module, cfg: LoraConfig) -> tuple[nn.Module, LoraReport
             f"peft left {len(missing)} image projection(s) that lora.target_modules names "
             f"without an adapter (first: {missing[0]})"
         )
+    saved = [n for n, m in base.named_modules() if type(m).__name__ == "ModulesToSaveWrapper"]
+    for wanted in cfg.modules_to_save:
+        if not any(n == wanted or n.endswith("." + wanted) for n in saved):
+            raise TokredError(f"lora.modules_to_save: no module named {wanted!r} in the model")
+    report.saved_modules = saved
     report.frozen_image_projections = [n for n in image_names if n not in adapted]
     if report.frozen_image_projections:
         warnings.warn(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,6 +85,15 @@ def _hf_model_class(folder: Path):
     return transformers.AutoModelForCausalLM
 
 
+def _skip_patterns(names: list[str]) -> list[str] | None:
+    """transformers matches a skip pattern from the start of a module's full name (or as a
+    suffix of it), so a name like "generation_head" becomes the regex "(?:.*\\.)?generation_head",
+    which also matches its submodules."""
+    if not names:
+        return None
+    return [rf"(?:.*\.)?{re.escape(n)}" for n in ("lm_head", *names)]
+
+
 def _load_hf(config: TrainConfig, device: torch.device) -> nn.Module:
     mcfg, lcfg = config.model, config.lora
     folder = Path(mcfg.path).expanduser()
@@ -104,6 +114,8 @@ def _load_hf(config: TrainConfig, device: torch.device) -> nn.Module:
             bnb_4bit_quant_type=lcfg.quant_type,
             bnb_4bit_compute_dtype=dtype,
             bnb_4bit_use_double_quant=lcfg.double_quant,
+            # Fully trained modules must keep float weights (None: transformers' defaults).
+            llm_int8_skip_modules=_skip_patterns(lcfg.modules_to_save),
         )
         kwargs["device_map"] = {"": device}
     cls = _hf_model_class(folder)
