@@ -172,8 +172,8 @@ def _model_folder_run(path: Path, samples: int):
     config = load_config(
         {"model": {"kind": "hf", "path": str(path)}, "data": {"num_val": max(samples, 1)}}
     )
-    data = build_train_data(config)
-    built = build_model(config, None, "cpu")
+    built = build_model(config, None, "cpu")  # the family's tokenizer and VQ live in it
+    data = build_train_data(config, built.base)
     built.model.eval()
     return LoadedRun(
         None, config, built.model, built.handle, data.vocab, data.image_tokenizer, data
