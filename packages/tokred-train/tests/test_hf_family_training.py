@@ -17,7 +17,17 @@ from tokred_core import Task, TokredError
 from tokred_train import load_config, train
 from tokred_train.data import build_shapes_dataset, collect_texts
 from tokred_train.data.collate import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX
-from tokred_train.testing import save_tiny_chameleon, save_tiny_emu3, save_tiny_janus
+from tokred_train.testing import (
+    changed_parameters as changed,
+)
+from tokred_train.testing import (
+    save_tiny_chameleon,
+    save_tiny_emu3,
+    save_tiny_janus,
+)
+from tokred_train.testing import (
+    snapshot_parameters as snapshot,
+)
 from tokred_train.train_step import TrainStep, batch_targets
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
@@ -66,15 +76,6 @@ def config(tmp_path, folder, name="run", **sections):
     for section, values in sections.items():
         base.setdefault(section, {}).update(values)
     return load_config(base)
-
-
-def snapshot(model):
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def changed(before, model):
-    after = dict(model.named_parameters())
-    return {n for n, p in before.items() if not torch.equal(p, after[n].detach())}
 
 
 def mixed_batch(data):

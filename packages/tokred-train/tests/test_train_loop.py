@@ -14,6 +14,8 @@ import torch
 from tokred_core import TokredError
 from tokred_train import load_config, train
 from tokred_train.checkpoint import LATEST, MARKER, find_latest_checkpoint, list_checkpoints
+from tokred_train.testing import changed_parameters as changed
+from tokred_train.testing import snapshot_parameters as snapshot
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -47,15 +49,6 @@ def tiny(tmp_path, name="run", **sections):
     for section, values in sections.items():
         base.setdefault(section, {}).update(values)
     return load_config(base)
-
-
-def snapshot(model):
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def changed(before, model):
-    after = dict(model.named_parameters())
-    return {n for n, p in before.items() if not torch.equal(p, after[n].detach())}
 
 
 def test_full_finetuning_writes_run_and_changes_weights(tmp_path):

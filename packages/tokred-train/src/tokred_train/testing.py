@@ -23,6 +23,8 @@ __all__ = [
     "save_tiny_emu3",
     "save_tiny_chameleon",
     "words_of",
+    "snapshot_parameters",
+    "changed_parameters",
 ]
 
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -67,6 +69,33 @@ def _save(model: torch.nn.Module, folder: Path) -> Path:
     return folder
 
 
+def _text_config(tokenizer: Any, layers: int, max_positions: int) -> dict[str, Any]:
+    """The language model of every stand-in: a Llama-style stack at hidden 32 (GQA 4:2)."""
+    return dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+
+
+def snapshot_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every parameter, by name (to see later which ones training moved)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def changed_parameters(before: dict[str, torch.Tensor], model: torch.nn.Module) -> set[str]:
+    """Names of the parameters of `model` that differ from the snapshot `before`."""
+    after = dict(model.named_parameters())
+    return {n for n, p in before.items() if not torch.equal(p, after[n].detach())}
+
+
 JANUS_SPECIALS = (
     "<pad>",
     "<bos>",
@@ -101,19 +130,7 @@ def save_tiny_janus(
         unk_token="<unk>",
     )
     config = JanusConfig(
-        text_config=dict(
-            model_type="llama",
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=256,
-            pad_token_id=tok.pad_token_id,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-        ),
+        text_config=dict(model_type="llama", **_text_config(tok, layers, 256)),
         # The VQ grid is vision image_size // patch_size = 4 x 4.
         vision_config=dict(
             hidden_size=16,
@@ -181,18 +198,7 @@ def save_tiny_emu3(
     vocabulary_map = {t: tok.convert_tokens_to_ids(t) for t in (*EMU3_SPECIALS, *visual)}
     config = Emu3Config(
         vocabulary_map=vocabulary_map,
-        text_config=dict(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=layers,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            pad_token_id=tok.pad_token_id,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-        ),
+        text_config=_text_config(tok, layers, 512),
         vq_config=dict(
             codebook_size=EMU3_CODES,
             embed_dim=4,
@@ -239,16 +245,7 @@ def save_tiny_chameleon(
         unk_token="<unk>",
     )
     config = ChameleonConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=tok.pad_token_id,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
+        **_text_config(tok, layers, 256),
         vocabulary_map={t: tok.convert_tokens_to_ids(t) for t in (*CHAMELEON_SPECIALS, *visual)},
         vq_config=dict(
             embed_dim=8,
