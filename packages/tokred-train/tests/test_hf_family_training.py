@@ -354,3 +354,18 @@ def test_janus_qlora_trains_its_generation_head_in_full(tmp_path, janus_dir):
     assert all("lora_" in n or n in head_moved for n in moved)
     with pytest.raises(TokredError, match="lora.modules_to_save: no module named 'nope'"):
         train(config(tmp_path, janus_dir, name="bad", lora={**lora, "modules_to_save": ["nope"]}))
+
+
+def test_janus_qlora_run_resumes_exactly(tmp_path, janus_dir):
+    """A Janus QLoRA run (4-bit base, adapters, a fully trained head, reduction) crashed
+    after step 3 and resumed from its step-2 checkpoint repeats the uninterrupted losses."""
+    lora = {"enabled": True, "quantize_4bit": True, "r": 4, "modules_to_save": ["generation_head"]}
+    sections = dict(lora=lora, optim={"max_steps": 4}, eval={"at_end": False})
+    full = train(config(tmp_path, janus_dir, "full", run={"ckpt_every": 2}, **sections))
+    crash_cfg = config(tmp_path, janus_dir, "crash", run={"ckpt_every": 2}, **sections)
+    train(crash_cfg, stop_after_step=3)
+    resumed = train(crash_cfg, overrides=["run.resume=true"])
+    assert resumed.start_step == 2 and [h["step"] for h in resumed.history] == [3, 4]
+    for mine, ref in zip(resumed.history, full.history[2:], strict=True):
+        for key in ("loss", "loss_understanding", "loss_generation", "grad_norm"):
+            assert mine[key] == pytest.approx(ref[key], abs=1e-6, rel=0), (mine["step"], key)
