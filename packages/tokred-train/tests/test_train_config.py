@@ -71,6 +71,7 @@ def test_yaml_overrides_and_round_trip(tmp_path):
         (["lora.quantize_4bit=true"], "lora.quantize_4bit: a 4-bit base is frozen"),
         (["lora.modules_to_save=[lm_head]"], "lora.modules_to_save: names modules to train"),
         (["lora.dropout=1"], "lora.dropout"),
+        (["run.prefetch=-1"], "run.prefetch: -1 must be >= 0"),
         (["run.device=tpu"], "run.device: 'tpu' must be"),
         (["reduction.understanding=nope"], "reduction.understanding: unknown policy 'nope'"),
         (["reduction.generation=himix"], "cannot serve generation"),

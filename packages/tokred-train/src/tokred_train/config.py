@@ -375,10 +375,16 @@ class RunConfig:
     """Show a tqdm progress bar with loss, tokens/s and ETA."""
     tensorboard: bool = True
     """Write TensorBoard scalars to out_dir/tensorboard."""
+    prefetch: int | None = None
+    """Micro-batches collated ahead in a background thread (0: collate in the loop; null:
+    2 when training on CUDA, 0 on the CPU, where collation would compete with the model for
+    the same cores). The batches are the same either way (prefetch.py)."""
 
     def __post_init__(self) -> None:
         _positive("run", self, "log_every", "threads")
-        _positive("run", self, "ckpt_every", "keep_checkpoints", "seed", allow_zero=True)
+        _positive(
+            "run", self, "ckpt_every", "keep_checkpoints", "seed", "prefetch", allow_zero=True
+        )
         if not self.out_dir:
             raise _fail("run.out_dir", "must name a folder")
         if not _DEVICE.match(self.device):

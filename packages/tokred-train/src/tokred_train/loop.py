@@ -62,6 +62,7 @@ from .metrics_log import (
 )
 from .model_builder import BuiltModel, build_model, resolve_device
 from .optim import build_optimizer, build_scheduler
+from .prefetch import Prefetcher
 from .protocols import ImageTokenizer, TokenVocab
 from .sampler import MixedBatchSampler
 from .train_step import BatchTargets, TrainStep, batch_targets
@@ -377,13 +378,14 @@ def _train(
     # stop_after_step <= the starting step: build (and resume) everything, run no step.
     stopped = stop_after_step is not None and stop_after_step <= start_step
     last_step = opt.max_steps if not stopped else start_step
+    depth = config.run.prefetch
+    if depth is None:
+        depth = 2 if device.type == "cuda" else 0
+    prefetch = Prefetcher(lambda m: _micro_batch(data, sampler, m), depth)
     try:
         model.train()
         for step in range(start_step + 1, last_step + 1):
-            micros = [
-                _micro_batch(data, sampler, (step - 1) * opt.grad_accum + i)
-                for i in range(opt.grad_accum)
-            ]
+            micros = [prefetch.get((step - 1) * opt.grad_accum + i) for i in range(opt.grad_accum)]
             total = max(sum(sum(t.counts) for _, t in micros), 1)
             sums = torch.zeros(2, dtype=torch.float32, device=device)
             tokens = samples = 0
@@ -444,6 +446,7 @@ def _train(
             if config.eval.at_end:
                 val_metrics = validate(last_step)
     finally:
+        prefetch.close()
         logger.close()
 
     final: dict[str, Any] = {}
