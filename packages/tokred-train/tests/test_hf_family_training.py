@@ -306,13 +306,34 @@ def test_janus_run_is_evaluated_on_both_tasks(tmp_path, janus_dir):
     assert (result.run_dir / "eval" / "eval.json").is_file()
 
 
-def test_emu3_run_scores_understanding_and_names_why_not_generation(tmp_path, emu3_dir):
+def test_emu3_run_writes_images_in_its_own_block_format(tmp_path, emu3_dir):
+    """Generation forces Emu3's size prefix, row ends and end of frame and picks codes
+    among its visual tokens; the codes come back through the VQ decoder to the detector."""
+    from tokred_train.evaluate import generate_image_codes, image_writing
     from tokred_train.evaluate_run import evaluate_run, load_run
 
     result = train(config(tmp_path, emu3_dir, optim={"max_steps": 1}))
-    out = evaluate_run(load_run(result.run_dir), num_understanding=4, num_generation=2)
+    run = load_run(result.run_dir)
+    code_ids, template = image_writing(run.vocab, run.vq)
+    assert sum(t is None for t in template) == 64 and len(template) == 64 + 8 + 4 + 1
+    codes, _ = generate_image_codes(run.model, run.vocab, run.vq, ["a red circle"], batch_size=1)
+    assert codes.shape == (1, 64) and int(codes.min()) >= 0 and int(codes.max()) < 8
+    # Written back as Emu3 writes it, the block equals the template at every fixed slot.
+    block = run.vocab.image_ids(codes[0]).tolist()
+    assert all(t is None or t == b for t, b in zip(template, block, strict=True))
+    out = evaluate_run(run, num_understanding=4, num_generation=2, batch_size=2)
     assert out["understanding"]["total"] == 4
-    assert "size prefix, row ends or permuted ids" in out["generation"]["skipped"]
+    assert out["generation"]["total"] == 2 and "all" in out["generation"]["per_attribute"]
+
+
+def test_chameleon_run_names_why_generation_is_not_scored(tmp_path):
+    from tokred_train.evaluate_run import evaluate_run, load_run
+
+    folder = save_tiny_chameleon(tmp_path / "chameleon", _texts())
+    result = train(config(tmp_path, folder, optim={"max_steps": 1}))
+    out = evaluate_run(load_run(result.run_dir), num_understanding=2, num_generation=2)
+    assert out["understanding"]["total"] == 2
+    assert "cannot decode" in out["generation"]["skipped"]
 
 
 def test_janus_attention_allocation_reads_siglip_images(tmp_path, janus_dir):

@@ -50,6 +50,7 @@ __all__ = [
     "evaluate_understanding",
     "exact_match",
     "generate_image_codes",
+    "image_writing",
     "generation_chance",
     "normalize_answer",
     "question_type",
@@ -503,8 +504,7 @@ def generate_image_codes(
             {"task": "generation", "prompt": text}, [], vocab, system_prompt, with_output=False
         )
         encoded.append(Prompt(s.ids, s.spans))
-    offset = int(vocab.image_ids([0])[0])
-    allowed = (offset, offset + vq.codebook_size)
+    code_ids, template = image_writing(vocab, vq)
     generator = torch.Generator().manual_seed(int(seed)) if temperature > 0 else None
     was_training = model.training
     model.eval()
@@ -517,10 +517,11 @@ def generate_image_codes(
                         model,
                         [encoded[i] for i in idx],
                         Task.GENERATION,
-                        vq.num_tokens_per_image,
+                        len(template),
                         mode=resolved,
                         pad_id=vocab.pad_id,
-                        allowed=allowed,
+                        allowed=code_ids,
+                        forced=template,
                         temperature=temperature,
                         top_k=top_k,
                         generator=generator,
@@ -528,7 +529,44 @@ def generate_image_codes(
                 )
     finally:
         model.train(was_training)
-    return torch.cat(rows) - offset, resolved
+    slots = torch.tensor([i for i, fixed in enumerate(template) if fixed is None])
+    ids = torch.cat(rows)[:, slots]
+    lookup = torch.full((int(code_ids.max()) + 1,), -1, dtype=torch.long)
+    lookup[code_ids] = torch.arange(len(code_ids))
+    return lookup[ids], resolved
+
+
+def image_writing(vocab: Any, vq: Any) -> tuple[torch.Tensor, list[int | None]]:
+    """How `vocab` writes one generated image: (the id of each code, (codebook_size,);
+    the block template, one entry per id: a fixed id, or None where a code goes).
+
+    Vocabularies that define `code_token_ids` / `image_token_template` say so themselves
+    (Emu3: a size prefix and row ends); otherwise the image ids must be one contiguous
+    block of codes (the embedded vocabulary). A TokredError says why when neither holds.
+    """
+    size, per_image = vq.codebook_size, vq.num_tokens_per_image
+    if hasattr(vocab, "code_token_ids") and hasattr(vocab, "image_token_template"):
+        code_ids = torch.as_tensor(vocab.code_token_ids()).long().reshape(-1)
+        template = list(vocab.image_token_template())
+    else:
+        offset = int(vocab.image_ids([0])[0])
+        code_ids = offset + torch.arange(size)
+        template = [None] * per_image
+        probe = torch.arange(per_image) % size
+        if not torch.equal(
+            torch.as_tensor(vocab.image_ids(probe)).reshape(-1).cpu(), offset + probe
+        ):
+            raise TokredError(
+                f"{type(vocab).__name__} writes images as more than one block of code ids and "
+                "defines no code_token_ids/image_token_template to say how"
+            )
+    slots = sum(fixed is None for fixed in template)
+    if len(code_ids) != size or slots != per_image:
+        raise TokredError(
+            f"{type(vocab).__name__}: {len(code_ids)} code ids and {slots} code slots per image, "
+            f"but the image tokenizer has {size} codes and {per_image} per image"
+        )
+    return code_ids, template
 
 
 def evaluate_generation(

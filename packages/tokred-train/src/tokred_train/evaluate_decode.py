@@ -141,9 +141,12 @@ def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor,
     return ids, mask
 
 
+Allowed = tuple[int, int] | torch.Tensor
+
+
 def _pick(
     logits: torch.Tensor,
-    allowed: tuple[int, int] | None,
+    allowed: Allowed | None,
     temperature: float,
     top_k: int | None,
     generator: torch.Generator | None,
@@ -151,9 +154,12 @@ def _pick(
     """(B, V) logits -> (B,) next ids: greedy (temperature 0) or seeded sampling."""
     logits = logits.float()
     if allowed is not None:
-        lo, hi = allowed
         keep = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-        keep[lo:hi] = True
+        if isinstance(allowed, torch.Tensor):
+            keep[allowed.to(logits.device)] = True
+        else:
+            lo, hi = allowed
+            keep[lo:hi] = True
         logits = logits.masked_fill(~keep, float("-inf"))
     if temperature <= 0:
         return logits.argmax(-1)
@@ -180,18 +186,23 @@ def decode_batch(
     mode: str = "cached",
     pad_id: int = 0,
     stop_id: int | None = None,
-    allowed: tuple[int, int] | None = None,
+    allowed: Allowed | None = None,
     temperature: float = 0.0,
     top_k: int | None = None,
     generator: torch.Generator | None = None,
     model_kwargs: Mapping[str, Any] | None = None,
+    forced: Sequence[int | None] | None = None,
 ) -> torch.Tensor:
     """Decode `max_new_tokens` after each prompt; returns (B, max_new_tokens) ids.
 
     mode: "reduced" or "cached" (resolve "auto" with `reduction_context`). stop_id ends
     decoding early once every row has produced it (later ids in a row are meaningless).
-    allowed=(lo, hi): only ids in [lo, hi) may be produced (image codes for generation).
+    allowed: only these ids may be produced: (lo, hi) for [lo, hi), or a tensor of ids
+    (image codes for generation). forced[step]: an id every row takes at that step (the
+    fixed ids of an image block, e.g. Emu3's row ends), None to pick one.
     """
+    if forced is not None and len(forced) < max_new_tokens:
+        raise TokredError(f"forced names {len(forced)} steps of {max_new_tokens}")
     if mode not in ("reduced", "cached"):
         raise TokredError(f"decode_batch mode {mode!r}: expected 'reduced' or 'cached'")
     if not prompts:
@@ -245,7 +256,10 @@ def decode_batch(
                 **extra,
             )
             past = out.past_key_values
-        nxt = _pick(_last_logits(out), allowed, temperature, top_k, generator).cpu()
+        if forced is not None and forced[step] is not None:
+            nxt = torch.full((len(rows),), int(forced[step]), dtype=torch.long)
+        else:
+            nxt = _pick(_last_logits(out), allowed, temperature, top_k, generator).cpu()
         out_ids[:, step] = nxt
         for b in range(len(rows)):
             rows[b].append(int(nxt[b]))

@@ -18,10 +18,11 @@ for real formats the understanding records are the held-out samples and generati
 images are produced but not scored (there is no detector for real images).
 
 Model families (tokred_train.hf_families): Janus decodes through `JanusForDecoding`
-(SigLIP pixels for questions, generation_head for codes). Writing images needs the
-family's image ids to be one block of ids after the begin-of-image marker (the tiny model,
-Janus); for Emu3 (size prefix, row ends) and Chameleon (permuted ids, no VQ decoder)
-`evaluate_run` scores understanding and says why generation was left out.
+(SigLIP pixels for questions, generation_head for codes). Images are written slot by slot
+as the family's template says (`evaluate.image_writing`: Emu3's size prefix and row ends
+are forced, codes picked among the code ids). Chameleon has no VQ decoder in
+transformers, so `evaluate_run` scores its understanding and says why generation was
+left out.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from .evaluate import (
     evaluate_generation,
     evaluate_understanding,
     generate_image_codes,
+    image_writing,
     save_sample_grid,
     shapes_eval_records,
 )
@@ -205,17 +207,10 @@ def _decoders(run: LoadedRun) -> tuple[nn.Module, nn.Module]:
 
 def generation_unsupported(run: LoadedRun) -> str | None:
     """Why evaluation cannot write this run's images, or None when it can."""
-    # One image's worth of codes, every code at least once when the image is large enough.
-    codes = torch.arange(run.vq.num_tokens_per_image) % run.vq.codebook_size
-    ids = torch.as_tensor(run.vocab.image_ids(codes)).reshape(-1).cpu()
-    if ids.numel() != codes.numel() or not torch.equal(
-        ids - codes, torch.full_like(ids, int(ids[0]))
-    ):
-        return (
-            f"{type(run.vq).__name__}: the model writes an image as more than one block of "
-            "code ids (a size prefix, row ends or permuted ids), which the decoder here "
-            "does not force; only understanding is scored"
-        )
+    try:
+        image_writing(run.vocab, run.vq)
+    except TokredError as exc:
+        return str(exc)
     if not getattr(run.vq, "can_decode", True):
         return f"{type(run.vq).__name__} cannot decode codes to pixels"
     return None

@@ -53,6 +53,12 @@ def _token_id(tokenizer, token: str, family: str) -> int:
     return int(ids[0])
 
 
+def _code_ids(vq) -> torch.Tensor:
+    """(codebook_size,) the LM id of each code, from the model's own vocabulary mapping."""
+    img2bpe = vq.vocabulary_mapping.img2bpe
+    return torch.tensor([int(img2bpe[c]) for c in range(vq.codebook_size)])
+
+
 def janus_io(model_dir: Path, data: DataConfig, model: nn.Module | None) -> ModelIO:
     model = _need_model(model, "janus")
     config = model.config
@@ -72,6 +78,8 @@ def janus_io(model_dir: Path, data: DataConfig, model: nn.Module | None) -> Mode
         boi_token="<begin_of_image>",
         eoi_token="<end_of_image>",
         name="janus",
+        code_ids=torch.arange(vq.codebook_size),  # generation_head's outputs are the codes
+        image_template=[None] * vq.num_tokens_per_image,
     )
     pixels = janus_pixel_spec(int(config.vision_config.image_size))
     return ModelIO(vocab, vq, understanding_pixels=pixels, loss_path="janus")
@@ -94,12 +102,15 @@ def emu3_io(model_dir: Path, data: DataConfig, model: nn.Module | None) -> Model
         body = vq.codes_to_token_ids(codes[None], row_ends=True)[0]
         return torch.cat([torch.tensor(prefix), body, torch.tensor(suffix)])
 
+    row = [None] * cols + [vq.row_end_token_id]
     vocab = HFTokenizerVocab(
         tokenizer,
         image_ids=image_ids,
         boi_token="<|image start|>",
         eoi_token="<|image end|>",
         name="emu3",
+        code_ids=_code_ids(vq),
+        image_template=[*prefix, *(row * rows), *suffix],
     )
     return ModelIO(vocab, vq)
 
@@ -116,6 +127,8 @@ def chameleon_io(model_dir: Path, data: DataConfig, model: nn.Module | None) -> 
         boi_token="<racm3:break>",
         eoi_token="<eoss>",
         name="chameleon",
+        code_ids=_code_ids(vq),
+        image_template=[None] * vq.num_tokens_per_image,
     )
     return ModelIO(vocab, vq)
 

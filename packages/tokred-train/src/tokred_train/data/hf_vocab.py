@@ -13,6 +13,8 @@ and images through its own markers and image ids:
 - `input_image_ids(codes)` gives the ids an *understood* image is read as: the same for
   Emu3 and Chameleon, `image_token` placeholders for Janus, whose understanding images go
   through its SigLIP encoder (the pixels come with the batch, see training_data.py).
+- `code_token_ids()` and `image_token_template()` tell evaluation how to write an image
+  token by token: which ids a code may take, and which ids of the block are fixed.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ class HFTokenizerVocab:
         eoi_token: str | None = None,
         vocab_size: int | None = None,
         name: str = "model",
+        code_ids: torch.Tensor | None = None,
+        image_template: Sequence[int | None] | None = None,
     ):
         self.tokenizer = tokenizer
         self.name = name
@@ -77,6 +81,8 @@ class HFTokenizerVocab:
         # Padding never reaches the loss or attention, so any id works when none is named.
         self.pad_id = int(pad) if pad is not None else self.eos_id
         self._vocab_size = int(vocab_size) if vocab_size is not None else len(tokenizer)
+        self._code_ids = None if code_ids is None else torch.as_tensor(code_ids).long()
+        self._template = None if image_template is None else list(image_template)
 
     def _required(self, value: int | None, what: str) -> int:
         if value is None:
@@ -108,6 +114,19 @@ class HFTokenizerVocab:
 
     def input_image_ids(self, codes: torch.Tensor | Sequence[int]) -> torch.Tensor:
         return self._input_image_ids(torch.as_tensor(codes, dtype=torch.long).reshape(-1))
+
+    def code_token_ids(self) -> torch.Tensor:
+        """(codebook_size,) the id each code is written as (a generated image's slots)."""
+        if self._code_ids is None:
+            raise TokredError(f"the {self.name} vocabulary was built without its code ids")
+        return self._code_ids
+
+    def image_token_template(self) -> list[int | None]:
+        """A generated image's block, one entry per id of `image_ids(codes)`: the fixed id
+        (a size prefix, a row end) or None where a code goes."""
+        if self._template is None:
+            raise TokredError(f"the {self.name} vocabulary was built without its image template")
+        return list(self._template)
 
     def __repr__(self) -> str:
         return f"HFTokenizerVocab({self.name}, vocab_size={self.vocab_size})"
