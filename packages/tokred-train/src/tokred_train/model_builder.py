@@ -197,7 +197,10 @@ def build_model(
             raise TokredError(
                 f"run.gradient_checkpointing: {type(base).__name__} does not support it"
             )
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5.23 renamed it (the old name warns); same layer flags either way.
+        base.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
     report = None
     model: nn.Module = base
     if config.lora.enabled:
