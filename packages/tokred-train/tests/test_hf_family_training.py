@@ -390,3 +390,15 @@ def test_janus_qlora_run_resumes_exactly(tmp_path, janus_dir):
     for mine, ref in zip(resumed.history, full.history[2:], strict=True):
         for key in ("loss", "loss_understanding", "loss_generation", "grad_norm"):
             assert mine[key] == pytest.approx(ref[key], abs=1e-6, rel=0), (mine["step"], key)
+
+
+def test_guided_janus_eval_and_guidance_refused_elsewhere(tmp_path, janus_dir, emu3_dir):
+    from tokred_train.evaluate_run import evaluate_run, load_run
+
+    janus = load_run(train(config(tmp_path, janus_dir, "j", optim={"max_steps": 1})).run_dir)
+    out = evaluate_run(janus, num_understanding=2, num_generation=2, cfg_weight=5.0)
+    assert out["generation"]["total"] == 2 and out["settings"]["cfg_weight"] == 5.0
+    emu3 = load_run(train(config(tmp_path, emu3_dir, "e", optim={"max_steps": 1})).run_dir)
+    with pytest.raises(TokredError, match="cfg_weight=5.0: classifier-free guidance"):
+        evaluate_run(emu3, num_understanding=2, num_generation=2, cfg_weight=5.0)
+    assert not (tmp_path / "e" / "eval").exists()

@@ -15,6 +15,10 @@ prompt ends with `<begin_of_image>` and continues with VQ codes, embedded throug
   holds none before its last token, and codes that share the marker's id come after
   it), and a call continuing the cache reads one code. Logits: `generation_head`, over
   the codebook, so generated ids are the codes themselves.
+- classifier-free guidance (generation, `cfg_weight`): as Janus samples, every prompt is
+  run twice, as is and with its text between the first token and `<begin_of_image>`
+  replaced by padding ids, and the logits are uncond + w * (cond - uncond). The two
+  halves share one KV cache of 2B rows and one reduction plan per prompt.
 """
 
 from __future__ import annotations
@@ -32,7 +36,14 @@ _HANDLE_ATTR = "_tokred_handle"  # set by tokred_models.patch.apply_reduction
 
 
 class JanusForDecoding(nn.Module):
-    def __init__(self, janus: nn.Module, task: Task, boi_id: int):
+    def __init__(
+        self,
+        janus: nn.Module,
+        task: Task,
+        boi_id: int,
+        cfg_weight: float | None = None,
+        pad_id: int | None = None,
+    ):
         super().__init__()
         if type(janus).__name__ != "JanusForConditionalGeneration":
             raise TokredError(
@@ -41,6 +52,10 @@ class JanusForDecoding(nn.Module):
         self.janus = janus
         self.task = Task(task)
         self.boi_id = int(boi_id)
+        if cfg_weight is not None and (self.task != Task.GENERATION or pad_id is None):
+            raise TokredError("classifier-free guidance is for generation and needs pad_id")
+        self.cfg_weight = None if cfg_weight is None else float(cfg_weight)
+        self.pad_id = pad_id
         handle = getattr(janus, _HANDLE_ATTR, None)
         if handle is not None:  # decoding sees the reduction the model is patched with
             object.__setattr__(self, _HANDLE_ATTR, handle)
@@ -55,6 +70,78 @@ class JanusForDecoding(nn.Module):
         logits_to_keep: int = 0,
         pixel_values: torch.Tensor | None = None,
         **layout_kwargs: Any,
+    ) -> SimpleNamespace:
+        if self.cfg_weight is not None:
+            return self._guided(
+                input_ids,
+                attention_mask,
+                position_ids,
+                past_key_values,
+                use_cache,
+                logits_to_keep,
+                **layout_kwargs,
+            )
+        return self._forward(
+            input_ids,
+            attention_mask,
+            position_ids,
+            past_key_values,
+            use_cache,
+            logits_to_keep,
+            pixel_values,
+            **layout_kwargs,
+        )
+
+    def _guided(
+        self,
+        input_ids,
+        attention_mask,
+        position_ids,
+        past_key_values,
+        use_cache,
+        logits_to_keep,
+        **layout_kwargs,
+    ) -> SimpleNamespace:
+        rows = input_ids.shape[0]
+        uncond = input_ids.clone()
+        if past_key_values is None:
+            # Blank the prompt text: after the first real token, before the first marker.
+            boi = (input_ids == self.boi_id).long().cumsum(1) > 0
+            real = attention_mask.bool() if attention_mask is not None else torch.ones_like(boi)
+            first = real.long().cumsum(1) == 1
+            uncond[real & ~first & ~boi] = self.pad_id
+        twice = lambda t: None if t is None else torch.cat([t, t])  # noqa: E731
+        layout = layout_kwargs.get("tokred_layout")
+        if layout is not None:
+            layout_kwargs = {
+                **layout_kwargs,
+                "tokred_layout": layout.select(torch.arange(2 * rows) % rows),
+            }
+        out = self._forward(
+            torch.cat([input_ids, uncond]),
+            twice(attention_mask),
+            twice(position_ids),
+            past_key_values,
+            use_cache,
+            logits_to_keep,
+            None,
+            **layout_kwargs,
+        )
+        cond, free = out.logits[:rows], out.logits[rows:]
+        return SimpleNamespace(
+            logits=free + self.cfg_weight * (cond - free), past_key_values=out.past_key_values
+        )
+
+    def _forward(
+        self,
+        input_ids,
+        attention_mask,
+        position_ids,
+        past_key_values,
+        use_cache,
+        logits_to_keep,
+        pixel_values,
+        **layout_kwargs,
     ) -> SimpleNamespace:
         from tokred_models.janus_generation import janus_input_embeddings
 

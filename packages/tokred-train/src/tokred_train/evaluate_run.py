@@ -194,13 +194,18 @@ def eval_records(
     return und, und_s.codes[:n_u].long(), gen, None, pixels
 
 
-def _decoders(run: LoadedRun) -> tuple[nn.Module, nn.Module]:
+def _decoders(run: LoadedRun, cfg_weight: float | None = None) -> tuple[nn.Module, nn.Module]:
     """(the model that answers questions, the model that writes image codes)."""
     if run.data.loss_path == "janus":
-        janus = run.handle.model
-        boi = run.vocab.boi_id
-        return JanusForDecoding(janus, Task.UNDERSTANDING, boi), JanusForDecoding(
-            janus, Task.GENERATION, boi
+        janus, vocab = run.handle.model, run.vocab
+        writer = JanusForDecoding(
+            janus, Task.GENERATION, vocab.boi_id, cfg_weight=cfg_weight, pad_id=vocab.pad_id
+        )
+        return JanusForDecoding(janus, Task.UNDERSTANDING, vocab.boi_id), writer
+    if cfg_weight is not None:
+        raise TokredError(
+            f"cfg_weight={cfg_weight}: classifier-free guidance is implemented for Janus runs "
+            f"only (this run's loss path: {run.data.loss_path})"
         )
     return run.model, run.model
 
@@ -228,9 +233,12 @@ def evaluate_run(
     seed: int = 0,
     batch_size: int = 64,
     grid_size: int = 16,
+    cfg_weight: float | None = None,
 ) -> dict[str, Any]:
     """Score both tasks; write eval.json and samples.png into out_dir (default
-    RUN_DIR/eval). Returns the JSON-ready results."""
+    RUN_DIR/eval). Returns the JSON-ready results. cfg_weight: classifier-free guidance of
+    Janus generation (see evaluate_janus.py)."""
+    answerer, writer = _decoders(run, cfg_weight)  # bad arguments fail before any write
     if out_dir is None:
         if run.run_dir is None:
             raise TokredError("give out_dir: this run has no folder")
@@ -238,7 +246,6 @@ def evaluate_run(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     und, codes, gen, refs, und_pixels = eval_records(run, num_understanding, num_generation)
-    answerer, writer = _decoders(run)
     why_not = generation_unsupported(run) if gen else None
     system_prompt = run.data.system_prompt
     out: dict[str, Any] = {"run_dir": str(run.run_dir) if run.run_dir else None}
@@ -301,6 +308,7 @@ def evaluate_run(
         "num_generation": len(gen),
         "mode": mode,
         "temperature": temperature,
+        "cfg_weight": cfg_weight,
         "seed": seed,
     }
     if u is not None:

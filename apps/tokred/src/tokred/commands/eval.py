@@ -55,6 +55,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--temperature", type=float, default=0.0, help="0: greedy (default); > 0: seeded sampling"
     )
+    parser.add_argument(
+        "--cfg-weight",
+        type=float,
+        default=None,
+        metavar="W",
+        help="classifier-free guidance for Janus generation (Janus-Pro samples with 5); "
+        "default: none",
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="default 64")
     parser.add_argument("--json", action="store_true", help="print eval.json instead of a summary")
@@ -123,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         seed=args.seed,
         batch_size=args.batch_size,
+        cfg_weight=args.cfg_weight,
     )
     print(json.dumps(out, indent=2) if args.json else format_eval(out))
     return 0
