@@ -23,6 +23,7 @@ prompt ends with `<begin_of_image>` and continues with VQ codes, embedded throug
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -33,6 +34,34 @@ from torch import nn
 __all__ = ["JanusForDecoding"]
 
 _HANDLE_ATTR = "_tokred_handle"  # set by tokred_models.patch.apply_reduction
+
+
+@dataclass
+class _Call:
+    """The language-model arguments of one decoding call, besides the tokens."""
+
+    attention_mask: torch.Tensor | None
+    position_ids: torch.Tensor | None
+    past_key_values: Any
+    use_cache: bool
+    logits_to_keep: int
+    layout_kwargs: dict[str, Any]
+
+    def doubled(self, rows: int) -> _Call:
+        """The same call for the batch stacked on itself (conditional, then unconditional)."""
+
+        def twice(t):
+            return None if t is None else torch.cat([t, t])
+
+        layout = dict(self.layout_kwargs)
+        if layout.get("tokred_layout") is not None:  # one plan per prompt, for both halves
+            layout["tokred_layout"] = layout["tokred_layout"].select(torch.arange(2 * rows) % rows)
+        return replace(
+            self,
+            attention_mask=twice(self.attention_mask),
+            position_ids=twice(self.position_ids),
+            layout_kwargs=layout,
+        )
 
 
 class JanusForDecoding(nn.Module):
@@ -71,83 +100,37 @@ class JanusForDecoding(nn.Module):
         pixel_values: torch.Tensor | None = None,
         **layout_kwargs: Any,
     ) -> SimpleNamespace:
-        if self.cfg_weight is not None:
-            return self._guided(
-                input_ids,
-                attention_mask,
-                position_ids,
-                past_key_values,
-                use_cache,
-                logits_to_keep,
-                **layout_kwargs,
-            )
-        return self._forward(
-            input_ids,
-            attention_mask,
-            position_ids,
-            past_key_values,
-            use_cache,
-            logits_to_keep,
-            pixel_values,
-            **layout_kwargs,
+        call = _Call(
+            attention_mask, position_ids, past_key_values, use_cache, logits_to_keep, layout_kwargs
         )
+        if self.cfg_weight is not None:
+            return self._guided(input_ids, call)
+        return self._forward(input_ids, pixel_values, call)
 
-    def _guided(
-        self,
-        input_ids,
-        attention_mask,
-        position_ids,
-        past_key_values,
-        use_cache,
-        logits_to_keep,
-        **layout_kwargs,
-    ) -> SimpleNamespace:
+    def _guided(self, input_ids: torch.Tensor, call: _Call) -> SimpleNamespace:
         rows = input_ids.shape[0]
         uncond = input_ids.clone()
-        if past_key_values is None:
+        if call.past_key_values is None:
             # Blank the prompt text: after the first real token, before the first marker.
             boi = (input_ids == self.boi_id).long().cumsum(1) > 0
-            real = attention_mask.bool() if attention_mask is not None else torch.ones_like(boi)
+            mask = call.attention_mask
+            real = mask.bool() if mask is not None else torch.ones_like(boi)
             first = real.long().cumsum(1) == 1
             uncond[real & ~first & ~boi] = self.pad_id
-        twice = lambda t: None if t is None else torch.cat([t, t])  # noqa: E731
-        layout = layout_kwargs.get("tokred_layout")
-        if layout is not None:
-            layout_kwargs = {
-                **layout_kwargs,
-                "tokred_layout": layout.select(torch.arange(2 * rows) % rows),
-            }
-        out = self._forward(
-            torch.cat([input_ids, uncond]),
-            twice(attention_mask),
-            twice(position_ids),
-            past_key_values,
-            use_cache,
-            logits_to_keep,
-            None,
-            **layout_kwargs,
-        )
+        out = self._forward(torch.cat([input_ids, uncond]), None, call.doubled(rows))
         cond, free = out.logits[:rows], out.logits[rows:]
         return SimpleNamespace(
             logits=free + self.cfg_weight * (cond - free), past_key_values=out.past_key_values
         )
 
     def _forward(
-        self,
-        input_ids,
-        attention_mask,
-        position_ids,
-        past_key_values,
-        use_cache,
-        logits_to_keep,
-        pixel_values,
-        **layout_kwargs,
+        self, input_ids: torch.Tensor, pixel_values: torch.Tensor | None, call: _Call
     ) -> SimpleNamespace:
         from tokred_models.janus_generation import janus_input_embeddings
 
         generation = self.task == Task.GENERATION
         codes = torch.zeros_like(input_ids, dtype=torch.bool)
-        if past_key_values is None:  # the whole sequence so far
+        if call.past_key_values is None:  # the whole sequence so far
             if generation:
                 boi = (input_ids == self.boi_id).long()
                 if bool((boi.sum(1) == 0).any()):
@@ -162,14 +145,14 @@ class JanusForDecoding(nn.Module):
         embeds = janus_input_embeddings(self.janus, input_ids, codes, pixels)
         out = self.janus.model.language_model(
             inputs_embeds=embeds,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            past_key_values=past_key_values,
-            use_cache=use_cache,
-            **layout_kwargs,
+            attention_mask=call.attention_mask,
+            position_ids=call.position_ids,
+            past_key_values=call.past_key_values,
+            use_cache=call.use_cache,
+            **call.layout_kwargs,
         )
         hidden = out.last_hidden_state
-        if logits_to_keep:
-            hidden = hidden[:, -logits_to_keep:]
+        if call.logits_to_keep:
+            hidden = hidden[:, -call.logits_to_keep :]
         head = self.janus.model.generation_head if generation else self.janus.lm_head
         return SimpleNamespace(logits=head(hidden), past_key_values=out.past_key_values)
