@@ -34,11 +34,20 @@ from .projections import add_image_projections, remove_image_projections
 from .reduced_layer import ReducedLayerForward
 from .state import ExecutionState, ProbeCallback
 
-__all__ = ["apply_reduction", "reduction_handle", "ReductionHandle", "LAYOUT_KWARG", "STATE_KWARG"]
+__all__ = [
+    "apply_reduction",
+    "reduction_handle",
+    "ReductionHandle",
+    "HANDLE_ATTR",
+    "LAYOUT_KWARG",
+    "STATE_KWARG",
+]
 
 LAYOUT_KWARG = "tokred_layout"
 STATE_KWARG = "tokred_state"
-_HANDLE_ATTR = "_tokred_handle"
+#: Where a patched model holds its ReductionHandle. A wrapper that runs a patched model
+#: (e.g. a decoding adapter) may set it to the same handle, to be seen as patched too.
+HANDLE_ATTR = "_tokred_handle"
 
 
 @dataclass
@@ -84,8 +93,8 @@ class ReductionHandle:
             hook.remove()
         self._forwards.clear()
         self._hooks.clear()
-        if getattr(self.model, _HANDLE_ATTR, None) is self:
-            delattr(self.model, _HANDLE_ATTR)
+        if getattr(self.model, HANDLE_ATTR, None) is self:
+            delattr(self.model, HANDLE_ATTR)
 
     def __enter__(self) -> ReductionHandle:
         return self
@@ -124,7 +133,7 @@ def apply_reduction(
     policies: one policy for both tasks, a {task: policy} mapping, or a TaskPolicies.
     sharing:  "shared" | "modality" | "task" image projection sets (tokred_core.sharing).
     """
-    if getattr(model, _HANDLE_ATTR, None) is not None:
+    if getattr(model, HANDLE_ATTR, None) is not None:
         raise TokredError("this model is already patched; call handle.undo() before patching again")
     adapter = adapter_for(model)
     sharing = parse_sharing(sharing)
@@ -170,10 +179,10 @@ def apply_reduction(
     handle._hooks.append(model.register_forward_pre_hook(pre_hook, with_kwargs=True))
     if decoder is not model:
         handle._hooks.append(decoder.register_forward_pre_hook(pre_hook, with_kwargs=True))
-    setattr(model, _HANDLE_ATTR, handle)
+    setattr(model, HANDLE_ATTR, handle)
     return handle
 
 
 def reduction_handle(model: nn.Module) -> ReductionHandle | None:
     """The handle of the reduction applied to `model` (None when it is not patched)."""
-    return getattr(model, _HANDLE_ATTR, None)
+    return getattr(model, HANDLE_ATTR, None)

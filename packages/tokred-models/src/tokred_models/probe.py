@@ -20,7 +20,7 @@ from tokred_core import Segment, Task, TokredError, key_segment_shares, key_segm
 from tokred_kernels import segment_attention_mass, segment_mass_by_query_segment
 from torch import nn
 
-from .patch import _HANDLE_ATTR, apply_reduction
+from .patch import HANDLE_ATTR, apply_reduction
 from .state import ExecutionState
 
 __all__ = ["AttentionProbe", "AllocationResult", "NUM_SEGMENTS"]
@@ -75,7 +75,7 @@ class AttentionProbe:
         self._handle = None
 
     def __enter__(self) -> AttentionProbe:
-        handle = getattr(self.model, _HANDLE_ATTR, None)
+        handle = getattr(self.model, HANDLE_ATTR, None)
         if handle is None:
             handle = self._own_handle = apply_reduction(self.model, "none", "shared")
         if handle.probe is not None:

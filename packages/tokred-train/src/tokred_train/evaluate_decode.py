@@ -48,7 +48,6 @@ __all__ = [
 
 DecodeMode = Literal["auto", "reduced", "cached"]
 DECODE_MODES: tuple[str, ...] = ("auto", "reduced", "cached")
-_HANDLE_ATTR = "_tokred_handle"  # set by tokred_models.patch.apply_reduction
 
 
 @dataclass(frozen=True)
@@ -61,7 +60,7 @@ class Prompt:
 
 def is_patched(model: nn.Module) -> bool:
     """True when `apply_reduction` patched this model (its handle is attached)."""
-    return getattr(model, _HANDLE_ATTR, None) is not None
+    return _handle(model) is not None
 
 
 @contextmanager
@@ -90,14 +89,12 @@ def reduction_context(
     elif policies is not None:
         resolved = "reduced"
     else:
-        resolved = (
-            "reduced" if patched and not _is_identity(getattr(model, _HANDLE_ATTR)) else "cached"
-        )
+        resolved = "reduced" if patched and not _is_identity(_handle(model)) else "cached"
     if policies is None:
         yield resolved
         return
     if patched:
-        handle = getattr(model, _HANDLE_ATTR)
+        handle = _handle(model)
         before = handle.policies
         handle.set_policies(policies)
         try:
@@ -112,6 +109,12 @@ def reduction_context(
         yield resolved
     finally:
         handle.undo()
+
+
+def _handle(model: nn.Module) -> Any:
+    from tokred_models import reduction_handle
+
+    return reduction_handle(model)
 
 
 def _is_identity(handle: Any) -> bool:

@@ -33,8 +33,6 @@ from torch import nn
 
 __all__ = ["JanusForDecoding"]
 
-_HANDLE_ATTR = "_tokred_handle"  # set by tokred_models.patch.apply_reduction
-
 
 @dataclass
 class _Call:
@@ -85,9 +83,11 @@ class JanusForDecoding(nn.Module):
             raise TokredError("classifier-free guidance is for generation and needs pad_id")
         self.cfg_weight = None if cfg_weight is None else float(cfg_weight)
         self.pad_id = pad_id
-        handle = getattr(janus, _HANDLE_ATTR, None)
+        from tokred_models.patch import HANDLE_ATTR, reduction_handle
+
+        handle = reduction_handle(janus)
         if handle is not None:  # decoding sees the reduction the model is patched with
-            object.__setattr__(self, _HANDLE_ATTR, handle)
+            object.__setattr__(self, HANDLE_ATTR, handle)
 
     def forward(
         self,
