@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 from tokred.figures import as_allocation, plot_allocation, plot_image_share, plot_pies
 from tokred_core import Task, TokredError
+from tokred_train.evaluate_allocation import PAPER_PIES
 
 SEGMENTS = ["system", "image", "instruction", "output"]
 
@@ -23,16 +24,7 @@ def fake_allocation(layers: int = 5, seed: int = 0) -> dict:
     return {
         "understanding": {"segments": SEGMENTS, "num_samples": 8, "shares": und},
         "generation": {"segments": SEGMENTS, "num_samples": 8, "shares": gen},
-        "paper": {
-            "understanding": {
-                "first": {"system": 21.3, "image": 32.6, "instruction": 8.6, "output": 37.5},
-                "last": {"system": 55.4, "image": 7.5, "instruction": 10.6, "output": 26.5},
-            },
-            "generation": {
-                "first": {"system": 24.8, "instruction": 35.5, "output": 39.7},
-                "last": {"system": 34.4, "instruction": 9.2, "output": 56.4},
-            },
-        },
+        "paper": PAPER_PIES,
     }
 
 

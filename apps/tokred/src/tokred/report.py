@@ -326,16 +326,8 @@ def _alloc_rows(task: str, digest: dict[str, Any], paper: dict[str, Any]) -> lis
 
 
 def _findings(m: dict[str, Any]) -> list[str]:
-    from_paper = {
-        "understanding": {
-            "first": {"system": 21.3, "image": 32.6, "instruction": 8.6, "output": 37.5},
-            "last": {"system": 55.4, "image": 7.5, "instruction": 10.6, "output": 26.5},
-        },
-        "generation": {
-            "first": {"system": 24.8, "instruction": 35.5, "output": 39.7},
-            "last": {"system": 34.4, "instruction": 9.2, "output": 56.4},
-        },
-    }
+    from tokred_train.evaluate_allocation import PAPER_PIES
+
     base = m["runs"]["baseline"].get("allocation", {})
     lines = ["## Attention allocation (the paper's Figure 3)", ""]
     u, g = base.get("understanding"), base.get("generation")
@@ -346,7 +338,7 @@ def _findings(m: dict[str, Any]) -> list[str]:
             f"attention at layer 0, {_pct(u['image_share_middle_mean'])} on average in the middle layers and "
             f"{_pct(u['image_share_last'])} at the last layer (per layer: {seq}). Paper: {_PAPER_UND}.",
             "",
-            *_alloc_rows("understanding", base, from_paper),
+            *_alloc_rows("understanding", base, PAPER_PIES),
             "",
         ]
     if g:
@@ -356,7 +348,7 @@ def _findings(m: dict[str, Any]) -> list[str]:
             f"layer 0, {_pct(g['image_share_middle_mean'])} in the middle layers and {_pct(g['image_share_last'])} "
             f"at the last layer (per layer: {seq}). Paper: {_PAPER_GEN}.",
             "",
-            *_alloc_rows("generation", base, from_paper),
+            *_alloc_rows("generation", base, PAPER_PIES),
             "",
         ]
     if u and (u.get("image_share_by_query_segment") or {}).get("instruction"):
