@@ -36,7 +36,8 @@ from PIL import Image
 from tokred_core import TokredError
 from torch import nn
 
-from .images import as_uint8_image
+from .codes import check_code_rows
+from .images import as_uint8_batch, as_uint8_image
 
 __all__ = [
     "PixelSpec",
@@ -295,17 +296,8 @@ class HFImageTokenizer:
         """Images of any sizes -> uint8 (B, height, width, 3) at the model's resolution."""
         if isinstance(images, (Image.Image,)):
             images = [images]
-        if isinstance(images, torch.Tensor):
-            images = images.detach().cpu().numpy()
-        if isinstance(images, np.ndarray):
-            if images.ndim == 3:
-                images = images[None]
-            if images.ndim != 4 or images.shape[-1] != 3:
-                raise TokredError(
-                    f"expected images of shape (B, H, W, 3), got shape {images.shape}"
-                )
-            if images.dtype != np.uint8:
-                raise TokredError(f"expected uint8 pixels (0..255), got dtype {images.dtype}")
+        if isinstance(images, (torch.Tensor, np.ndarray)):
+            images = as_uint8_batch(images)  # checks shape and dtype
             if tuple(images.shape[1:3]) == self.image_size:
                 return images
         items = list(images)
@@ -364,19 +356,7 @@ class HFImageTokenizer:
         codes = torch.as_tensor(codes)
         if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:
             raise TokredError(f"codes must be integers, got dtype {codes.dtype}")
-        codes = codes.long()
-        if codes.dim() == 1:
-            codes = codes[None]
-        if codes.dim() != 2 or codes.shape[1] != self.num_tokens_per_image:
-            raise TokredError(
-                f"codes of shape {tuple(codes.shape)}: expected (batch, {self.num_tokens_per_image})"
-            )
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise TokredError(
-                f"codes hold values outside 0..{self.codebook_size - 1} "
-                f"(min {int(codes.min())}, max {int(codes.max())})"
-            )
-        return codes
+        return check_code_rows(codes.long(), self.num_tokens_per_image, self.codebook_size)
 
     # ---- vocabulary -------------------------------------------------------------------
     def codes_to_token_ids(self, codes: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from tokred_core import TokredError
 
 from .atomic import atomic_write, atomic_write_text
+from .codes import check_code_rows
 from .images import ImagesLike, as_uint8_batch
 
 __all__ = ["PatchVQTokenizer", "CODEBOOK_FILE", "CONFIG_FILE"]
@@ -197,18 +198,9 @@ class PatchVQTokenizer:
 
     def decode(self, codes: torch.Tensor | np.ndarray) -> torch.Tensor:
         """(B, T) or (T,) codes -> (B, H, W, 3) uint8 images."""
-        codes = torch.as_tensor(codes, dtype=torch.long)
-        if codes.dim() == 1:
-            codes = codes[None]
-        if codes.dim() != 2 or codes.shape[1] != self.num_tokens_per_image:
-            raise TokredError(
-                f"codes of shape {tuple(codes.shape)}: expected (batch, {self.num_tokens_per_image})"
-            )
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
-            raise TokredError(
-                f"codes hold values outside 0..{self.codebook_size - 1} "
-                f"(min {int(codes.min())}, max {int(codes.max())})"
-            )
+        codes = check_code_rows(
+            torch.as_tensor(codes, dtype=torch.long), self.num_tokens_per_image, self.codebook_size
+        )
         return self._unpatchify(self.codebook[codes])
 
     def reconstruction_mse(self, images: ImagesLike) -> float:
