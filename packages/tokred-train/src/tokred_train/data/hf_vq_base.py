@@ -243,8 +243,17 @@ class HFImageTokenizer:
     model_type: ClassVar[str] = ""
 
     def __init__(
-        self, vqmodel: nn.Module, pixels: PixelSpec, grid: tuple[int, int], codebook_size: int
+        self,
+        vqmodel: nn.Module,
+        pixels: PixelSpec,
+        grid: tuple[int, int],
+        codebook_size: int,
+        image_processor: Any | None = None,
     ):
+        """image_processor: a loaded Hugging Face image processor whose normalisation
+        constants replace the family's defaults in `pixels` (same geometry)."""
+        if image_processor is not None:
+            pixels = pixels.with_processor(image_processor)
         rows, cols = grid
         if rows < 1 or cols < 1:
             raise TokredError(f"latent grid {rows}x{cols}: need at least 1x1")

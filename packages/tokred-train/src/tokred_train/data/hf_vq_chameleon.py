@@ -71,10 +71,9 @@ class ChameleonImageTokenizer(HFImageTokenizer):
             raise TokredError(
                 f"image_size {size} is not a multiple of the Chameleon VQ downsampling factor {factor}"
             )
+        grid = (size // factor, size // factor)
         pixels = chameleon_pixel_spec(size)
-        if image_processor is not None:
-            pixels = pixels.with_processor(image_processor)
-        super().__init__(vqmodel, pixels, (size // factor, size // factor), cfg.num_embeddings)
+        super().__init__(vqmodel, pixels, grid, cfg.num_embeddings, image_processor)
         self.vocabulary_mapping = vocabulary_mapping
         if vocabulary_mapping is not None:
             self._check_mapping()

@@ -75,10 +75,9 @@ class Emu3ImageTokenizer(HFImageTokenizer):
                 f"image_size {h}x{w} is not a multiple of the Emu3 VQ spatial factor {factor}; "
                 f"pick sides divisible by {factor}"
             )
+        grid = (h // factor, w // factor)
         pixels = emu3_pixel_spec(h, w)
-        if image_processor is not None:
-            pixels = pixels.with_processor(image_processor)
-        super().__init__(vqmodel, pixels, (h // factor, w // factor), vqmodel.config.codebook_size)
+        super().__init__(vqmodel, pixels, grid, vqmodel.config.codebook_size, image_processor)
         self.vocabulary_mapping = vocabulary_mapping
         if vocabulary_mapping is not None:
             self._check_mapping()

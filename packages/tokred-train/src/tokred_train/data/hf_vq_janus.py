@@ -66,9 +66,7 @@ class JanusImageTokenizer(HFImageTokenizer):
         factor = 2 ** (len(cfg.channel_multiplier) - 1)
         side = int(vqmodel.quantize.quant_state_dims[0])
         pixels = janus_pixel_spec(side * factor)
-        if image_processor is not None:
-            pixels = pixels.with_processor(image_processor)
-        super().__init__(vqmodel, pixels, (side, side), cfg.num_embeddings)
+        super().__init__(vqmodel, pixels, (side, side), cfg.num_embeddings, image_processor)
         self.l2_normalized = bool(l2_normalized)
 
     @classmethod
