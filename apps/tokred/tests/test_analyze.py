@@ -70,15 +70,9 @@ def test_analyze_model_folder(tmp_path):
 def test_analyze_janus_model_folder(tmp_path):
     """A real family's folder (a tiny Janus stand-in with its tokenizer): the probe runs
     Janus's own input path on the embedded shapes data."""
-    from tokred_train.data import build_shapes_dataset, collect_texts
-    from tokred_train.data.collate import DEFAULT_SYSTEM_PROMPT
-    from tokred_train.testing import save_tiny_janus
+    from tokred_train.testing import save_tiny_janus, shapes_texts
 
-    ds = build_shapes_dataset(num_train=2, num_val=3, seed=0)
-    texts = collect_texts(ds["train"], extra=[DEFAULT_SYSTEM_PROMPT]) + collect_texts(
-        ds["validation"]
-    )
-    folder = save_tiny_janus(tmp_path / "janus", texts, layers=3)
+    folder = save_tiny_janus(tmp_path / "janus", shapes_texts(2, 3), layers=3)
     out = tmp_path / "out"
     assert main(["analyze", str(folder), "--out", str(out), "--samples", "3"]) == 0
     check_outputs(out, 3, 3)

@@ -50,16 +50,6 @@ def test_tiny_shapes_builds_with_and_without_reduction():
     assert built.trainable_parameters > 0 and built.handle.sharing.value == "task"
 
 
-def _shapes_texts():
-    from tokred_train.data import build_shapes_dataset, collect_texts
-    from tokred_train.data.collate import DEFAULT_SYSTEM_PROMPT
-
-    ds = build_shapes_dataset(num_train=8, num_val=2, seed=0, image_size=16)
-    return collect_texts(ds["train"], extra=[DEFAULT_SYSTEM_PROMPT]) + collect_texts(
-        ds["validation"]
-    )
-
-
 # The recipes' own settings, on the embedded shapes data, for two tiny steps.
 SMOKE = [
     "data.kind=shapes",
@@ -80,9 +70,9 @@ SMOKE = [
 
 def test_janus_qlora_recipe_trains_on_a_tiny_janus(tmp_path):
     import bitsandbytes as bnb
-    from tokred_train.testing import save_tiny_janus
+    from tokred_train.testing import save_tiny_janus, shapes_texts
 
-    folder = save_tiny_janus(tmp_path / "janus", _shapes_texts(), layers=8)
+    folder = save_tiny_janus(tmp_path / "janus", shapes_texts(8, 2), layers=8)
     config = load_config(shipped_configs()["janus-pro-1b-qlora"], [f"model.path={folder}"])
     built = build_model(config, device="cpu")
     assert built.model_type == "janus" and built.num_layers == 8
@@ -101,9 +91,9 @@ def test_janus_qlora_recipe_trains_on_a_tiny_janus(tmp_path):
 
 
 def test_emu3_full_recipe_trains_on_a_tiny_emu3(tmp_path):
-    from tokred_train.testing import save_tiny_emu3
+    from tokred_train.testing import save_tiny_emu3, shapes_texts
 
-    folder = save_tiny_emu3(tmp_path / "emu3", _shapes_texts(), layers=12)
+    folder = save_tiny_emu3(tmp_path / "emu3", shapes_texts(8, 2), layers=12)
     config = load_config(shipped_configs()["emu3-full"], [f"model.path={folder}"])
     built = build_model(config, device="cpu")
     assert built.model_type == "emu3" and built.num_layers == 12 and built.lora is None

@@ -15,8 +15,7 @@ import pytest
 import torch
 from tokred_core import Task, TokredError
 from tokred_train import load_config, train
-from tokred_train.data import build_shapes_dataset, collect_texts
-from tokred_train.data.collate import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX
+from tokred_train.data.collate import IGNORE_INDEX
 from tokred_train.testing import (
     changed_parameters as changed,
 )
@@ -24,6 +23,7 @@ from tokred_train.testing import (
     save_tiny_chameleon,
     save_tiny_emu3,
     save_tiny_janus,
+    shapes_texts,
 )
 from tokred_train.testing import (
     snapshot_parameters as snapshot,
@@ -41,12 +41,7 @@ DATA = {"num_train": 12, "num_val": 4, "image_size": 16, "questions_per_image": 
 
 
 def _texts():
-    ds = build_shapes_dataset(
-        num_train=DATA["num_train"], num_val=DATA["num_val"], seed=0, image_size=16
-    )
-    return collect_texts(ds["train"], extra=[DEFAULT_SYSTEM_PROMPT]) + collect_texts(
-        ds["validation"]
-    )
+    return shapes_texts(DATA["num_train"], DATA["num_val"])
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ import pytest
 import torch
 from tokred_core import Task, build_policy
 from tokred_train import load_config, train
-from tokred_train.data import build_shapes_dataset, collect_texts
-from tokred_train.data.collate import DEFAULT_SYSTEM_PROMPT, encode_sample
+from tokred_train.data.collate import encode_sample
 from tokred_train.evaluate_decode import Prompt, decode_batch, reduction_context
 from tokred_train.evaluate_janus import JanusForDecoding
-from tokred_train.testing import save_tiny_janus
+from tokred_train.testing import save_tiny_janus, shapes_texts
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
@@ -20,11 +19,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWa
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("janus_eval")
-    ds = build_shapes_dataset(num_train=8, num_val=2, seed=0, image_size=16)
-    texts = collect_texts(ds["train"], extra=[DEFAULT_SYSTEM_PROMPT]) + collect_texts(
-        ds["validation"]
-    )
-    folder = save_tiny_janus(tmp / "janus", texts, layers=3)
+    folder = save_tiny_janus(tmp / "janus", shapes_texts(8, 2), layers=3)
     cfg = load_config(
         {
             "model": {"kind": "hf", "path": str(folder), "dtype": "float32"},

@@ -23,11 +23,25 @@ __all__ = [
     "save_tiny_emu3",
     "save_tiny_chameleon",
     "words_of",
+    "shapes_texts",
     "snapshot_parameters",
     "changed_parameters",
 ]
 
 _WORD = re.compile(r"\w+|[^\w\s]")
+
+
+def shapes_texts(num_train: int, num_val: int, seed: int = 0, max_shapes: int = 1) -> list[str]:
+    """Every text of an embedded shapes set (both splits, and the default system prompt):
+    what a stand-in's tokenizer must cover to train and evaluate on that set."""
+    from .data import DEFAULT_SYSTEM_PROMPT, build_shapes_dataset, collect_texts
+
+    ds = build_shapes_dataset(
+        num_train=num_train, num_val=num_val, seed=seed, image_size=16, max_shapes=max_shapes
+    )
+    return collect_texts(ds["train"], extra=[DEFAULT_SYSTEM_PROMPT]) + collect_texts(
+        ds["validation"]
+    )
 
 
 def words_of(texts: Iterable[str]) -> list[str]:
