@@ -74,25 +74,18 @@ def build_embedded_data(cfg: DataConfig, io: IOArg = None) -> TrainData:
 
 
 def _split_by_task(
-    rows: list[dict[str, Any]], codes: torch.Tensor, images: Any, io: ModelIO | None
+    rows: list[dict[str, Any]], image_codes: torch.Tensor, pixels: torch.Tensor | None
 ) -> dict[str, TaskSamples]:
-    """Per-task samples; understanding samples keep their pixels when the model reads
-    them through its own encoder (`images[i]`: row i's image, any form PixelSpec fits)."""
-    spec = io.understanding_pixels if io is not None else None
+    """Per-task samples of a shapes split: each row takes its image's codes and, when the
+    model reads understanding images through its own encoder, its image's fitted pixels
+    (`pixels`: one per image, fitted once however many questions share the image)."""
     out = {}
     for task in ("understanding", "generation"):
-        keep = [i for i, r in enumerate(rows) if r["task"] == task]
-        recs = [{k: rows[i][k] for k in ("task", *_TEXT_FIELDS) if k in rows[i]} for i in keep]
-        pixels = None
-        if spec is not None and task == "understanding":
-            fitted = [spec.fit_image(images[i]) for i in keep]
-            shape = (0, spec.height, spec.width, 3)
-            pixels = (
-                torch.from_numpy(np.stack(fitted))
-                if fitted
-                else torch.zeros(shape, dtype=torch.uint8)
-            )
-        out[task] = TaskSamples(task, recs, codes[keep] if keep else codes[:0], pixels)
+        mine = [r for r in rows if r["task"] == task]
+        recs = [{k: r[k] for k in ("task", *_TEXT_FIELDS) if k in r} for r in mine]
+        index = torch.tensor([r["image_index"] for r in mine], dtype=torch.long)
+        task_pixels = pixels[index] if pixels is not None and task == "understanding" else None
+        out[task] = TaskSamples(task, recs, image_codes[index], task_pixels)
     return out
 
 
@@ -137,9 +130,11 @@ def build_shapes_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainData:
         pil_images = part["image"]
         image_codes = vq.encode(pil_images)
         rows = shapes_samples(part, questions_per_image=cfg.questions_per_image).to_list()
-        codes = image_codes[[r["image_index"] for r in rows]]
-        row_images = [pil_images[r["image_index"]] for r in rows]
-        splits[split] = _split_by_task(rows, codes, row_images, io)
+        pixels = None
+        if io is not None and io.understanding_pixels is not None:
+            spec = io.understanding_pixels
+            pixels = torch.from_numpy(np.stack([spec.fit_image(im) for im in pil_images]))
+        splits[split] = _split_by_task(rows, image_codes, pixels)
     info = {
         "kind": "shapes",
         "train_images": len(ds["train"]),
