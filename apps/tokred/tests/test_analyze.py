@@ -53,7 +53,7 @@ def test_analyze_tiny(tmp_path, capsys):
 def test_analyze_model_folder(tmp_path):
     """A model saved with save_pretrained, with the embedded vocab.json and vq/ beside it."""
     from tokred_train import build_train_data, load_config
-    from tokred_train.model_builder import load_base_model
+    from tokred_train.model.builder import load_base_model
 
     cfg = load_config(DEMO_BASE_CONFIG, SMALL)
     data = build_train_data(cfg)

@@ -77,7 +77,7 @@ def test_demo_evaluates_on_held_out_multi_shape_scenes(tmp_path):
     # The demo's task must be able to separate runs: several shapes per image, and
     # validation scenes that training never shows (the split the evaluation rebuilds).
     from tokred.commands.demo import demo_config
-    from tokred_train.data.shapes import build_shapes_dataset, scene_key
+    from tokred_train.data.shapes.dataset import build_shapes_dataset, scene_key
 
     d = demo_config(tmp_path, "baseline", 1, False, []).data
     assert d.max_shapes >= 2

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from tokred.figures import as_allocation, plot_allocation, plot_image_share, plot_pies
 from tokred_core import Task, TokredError
-from tokred_train.evaluate_allocation import PAPER_PIES
+from tokred_train.eval.allocation import PAPER_PIES
 
 SEGMENTS = ["system", "image", "instruction", "output"]
 

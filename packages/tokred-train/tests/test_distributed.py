@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent(
     """
     import os, sys, torch
     from tokred_train import load_config, train
-    from tokred_train.distributed import dist_info, shutdown_distributed
+    from tokred_train.run.distributed import dist_info, shutdown_distributed
 
     out, batch_size = sys.argv[1], int(sys.argv[2])
     cfg = load_config({

@@ -22,7 +22,8 @@ from tokred_train.data import (
     encode_sample,
     score,
 )
-from tokred_train.evaluate import (
+from tokred_train.eval.decode import Prompt, decode_batch, reduction_context
+from tokred_train.eval import (
     evaluate_generation,
     evaluate_understanding,
     exact_match,
@@ -35,7 +36,6 @@ from tokred_train.evaluate import (
     score_generated_codes,
     shapes_eval_records,
 )
-from tokred_train.evaluate_decode import Prompt, decode_batch, reduction_context
 from torch import nn
 
 

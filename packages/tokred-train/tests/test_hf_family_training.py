@@ -16,6 +16,7 @@ import torch
 from tokred_core import Task, TokredError
 from tokred_train import load_config, train
 from tokred_train.data.collate import IGNORE_INDEX
+from tokred_train.run.step import TrainStep, batch_targets
 from tokred_train.testing import (
     changed_parameters as changed,
 )
@@ -28,7 +29,6 @@ from tokred_train.testing import (
 from tokred_train.testing import (
     snapshot_parameters as snapshot,
 )
-from tokred_train.train_step import TrainStep, batch_targets
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
@@ -174,7 +174,7 @@ def test_janus_trains_with_qlora_and_reduction(tmp_path, janus_dir):
 def test_janus_on_real_formats_reads_understanding_pixels_per_batch(
     tmp_path, real_data, monkeypatch
 ):
-    from tokred_train import image_source
+    from tokred_train.data import image_source
 
     texts = [*_texts(), "what colour is it?", "red", "blue", "a red picture", "a blue picture"]
     folder = save_tiny_janus(tmp_path / "janus", texts)
@@ -290,7 +290,7 @@ def test_family_without_tokenizer_is_one_clear_error(tmp_path, emu3_dir):
 
 
 def test_janus_run_is_evaluated_on_both_tasks(tmp_path, janus_dir):
-    from tokred_train.evaluate_run import evaluate_run, load_run
+    from tokred_train.eval.run import evaluate_run, load_run
 
     result = train(config(tmp_path, janus_dir, optim={"max_steps": 1}))
     run = load_run(result.run_dir)
@@ -304,8 +304,8 @@ def test_janus_run_is_evaluated_on_both_tasks(tmp_path, janus_dir):
 def test_emu3_run_writes_images_in_its_own_block_format(tmp_path, emu3_dir):
     """Generation forces Emu3's size prefix, row ends and end of frame and picks codes
     among its visual tokens; the codes come back through the VQ decoder to the detector."""
-    from tokred_train.evaluate import generate_image_codes, image_writing
-    from tokred_train.evaluate_run import evaluate_run, load_run
+    from tokred_train.eval.run import evaluate_run, load_run
+    from tokred_train.eval import generate_image_codes, image_writing
 
     result = train(config(tmp_path, emu3_dir, optim={"max_steps": 1}))
     run = load_run(result.run_dir)
@@ -322,7 +322,7 @@ def test_emu3_run_writes_images_in_its_own_block_format(tmp_path, emu3_dir):
 
 
 def test_chameleon_run_names_why_generation_is_not_scored(tmp_path):
-    from tokred_train.evaluate_run import evaluate_run, load_run
+    from tokred_train.eval.run import evaluate_run, load_run
 
     folder = save_tiny_chameleon(tmp_path / "chameleon", _texts())
     result = train(config(tmp_path, folder, optim={"max_steps": 1}))
@@ -335,7 +335,7 @@ def test_janus_attention_allocation_reads_siglip_images(tmp_path, janus_dir):
     """The probe runs Janus's own input path: understanding queries attend to the image
     segment (SigLIP features at the placeholders), shares sum to one per layer."""
     from tokred_core import Segment
-    from tokred_train.evaluate_allocation import attention_allocation
+    from tokred_train.eval.allocation import attention_allocation
 
     cfg = config(tmp_path, janus_dir, lora={"enabled": True, "r": 4})
     result = train(cfg, stop_after_step=0)
@@ -388,7 +388,7 @@ def test_janus_qlora_run_resumes_exactly(tmp_path, janus_dir):
 
 
 def test_guided_janus_eval_and_guidance_refused_elsewhere(tmp_path, janus_dir, emu3_dir):
-    from tokred_train.evaluate_run import evaluate_run, load_run
+    from tokred_train.eval.run import evaluate_run, load_run
 
     janus = load_run(train(config(tmp_path, janus_dir, "j", optim={"max_steps": 1})).run_dir)
     out = evaluate_run(janus, num_understanding=2, num_generation=2, cfg_weight=5.0)

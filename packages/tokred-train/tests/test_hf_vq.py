@@ -22,13 +22,13 @@ import pytest
 import torch
 from PIL import Image
 from tokred_core import TokredError
-from tokred_train.data.hf_vq import (
+from tokred_train.families.base import nearest_codes
+from tokred_train.families.image_tokenizers import (
     ChameleonImageTokenizer,
     Emu3ImageTokenizer,
     JanusImageTokenizer,
     image_tokenizer_for,
 )
-from tokred_train.data.hf_vq_base import nearest_codes
 
 CODES = 32  # codebook size of every tiny model
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 from tokred_core import TokredError
-from tokred_train.data.hf_vq import PixelSpec
-from tokred_train.data.hf_vq_chameleon import chameleon_pixel_spec
-from tokred_train.data.hf_vq_emu3 import emu3_pixel_spec
-from tokred_train.data.hf_vq_janus import janus_pixel_spec
+from tokred_train.data import PixelSpec
+from tokred_train.families.chameleon import chameleon_pixel_spec
+from tokred_train.families.emu3 import emu3_pixel_spec
+from tokred_train.families.janus import janus_pixel_spec
 
 HALF = [0.5, 0.5, 0.5]
 

@@ -9,8 +9,8 @@ import torch
 from tokred_core import Task, build_policy
 from tokred_train import load_config, train
 from tokred_train.data.collate import encode_sample
-from tokred_train.evaluate_decode import Prompt, decode_batch, reduction_context
-from tokred_train.evaluate_janus import JanusForDecoding
+from tokred_train.eval.decode import Prompt, decode_batch, reduction_context
+from tokred_train.eval.janus import JanusForDecoding
 from tokred_train.testing import save_tiny_janus, shapes_texts
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 from tokred_train import load_config, train
-from tokred_train.prefetch import Prefetcher
+from tokred_train.run.prefetch import Prefetcher
 
 
 def test_prefetcher_builds_ahead_in_order_and_after_jumps():

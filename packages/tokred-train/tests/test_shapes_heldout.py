@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tokred_core import TokredError
 from tokred_train.data.images import as_uint8_batch
-from tokred_train.data.shapes import (
+from tokred_train.data.shapes.dataset import (
     COLORS,
     KINDS,
     POSITIONS,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 from tokred_core import TokredError
-from tokred_train.data.shapes import ShapeSpec, build_shapes_dataset, draw_shapes
-from tokred_train.data.vq import PatchVQTokenizer
-from tokred_train.evaluate import _mean_chance, generation_chance, score_generated_codes
+from tokred_train.data.patch_vq import PatchVQTokenizer
+from tokred_train.data.shapes.dataset import ShapeSpec, build_shapes_dataset, draw_shapes
+from tokred_train.eval.generation import _mean_chance, generation_chance, score_generated_codes
 
 
 @pytest.fixture(scope="module")

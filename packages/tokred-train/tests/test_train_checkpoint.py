@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from tokred_core import TokredError
-from tokred_train.checkpoint import (
+from tokred_train.run.checkpoint import (
     LATEST,
     MARKER,
     capture_rng_state,

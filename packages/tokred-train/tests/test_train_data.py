@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from tokred_core import Segment, Task, TokredError
 from tokred_train import load_config, train
-from tokred_train.embedded import build_embedded_data
-from tokred_train.protocols import ImageTokenizer, TokenVocab
-from tokred_train.sampler import MixedBatchSampler
+from tokred_train.data.pipeline import build_embedded_data
+from tokred_train.data.protocols import ImageTokenizer, TokenVocab
+from tokred_train.run.sampler import MixedBatchSampler
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from tokred_core import TokredError
 from tokred_train import load_config, train
-from tokred_train.checkpoint import LATEST, MARKER, find_latest_checkpoint, list_checkpoints
+from tokred_train.run.checkpoint import LATEST, MARKER, find_latest_checkpoint, list_checkpoints
 from tokred_train.testing import changed_parameters as changed
 from tokred_train.testing import snapshot_parameters as snapshot
 
@@ -196,8 +196,8 @@ def test_hf_model_with_registered_io_trains_with_qlora(tmp_path, monkeypatch):
     """kind hf: a local Llama folder, 4-bit through transformers, the family's ModelIO
     (vocab, image tokenizer) from the registry; here the embedded pair stands in for a real one."""
     import bitsandbytes as bnb
-    from tokred_train import families
-    from tokred_train.embedded import build_embedded_data
+    from tokred_train.families import registry as families
+    from tokred_train.data.pipeline import build_embedded_data
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = tiny(tmp_path, reduction=REDUCED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from tokred_core import TokredError
-from tokred_train.sampler import MixedBatchSampler
+from tokred_train.run.sampler import MixedBatchSampler
 
 
 @pytest.mark.parametrize(("ratio", "batch"), [(0.5, 8), (0.3, 16), (1 / 3, 4), (0.0, 5), (1.0, 3)])

@@ -7,8 +7,8 @@ import pytest
 import torch
 from tokred_core import TokredError
 from tokred_train import load_config, train
-from tokred_train.losses import task_loss_sums
-from tokred_train.train_step import TrainStep, batch_targets
+from tokred_train.run.losses import task_loss_sums
+from tokred_train.run.step import TrainStep, batch_targets
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 

@@ -7,7 +7,7 @@
   in a second row for comparison.
 - `plot_image_share`: the image-modality share per layer of several runs on one axis.
 
-Every function takes the allocation JSON (`tokred_train.evaluate_allocation.
+Every function takes the allocation JSON (`tokred_train.eval.allocation.
 allocation_to_dict`), an `AllocationResult`, or the path of an allocation.json, and writes
 a PNG with the Agg backend (no display needed).
 """

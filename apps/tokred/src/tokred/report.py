@@ -326,7 +326,7 @@ def _alloc_rows(task: str, digest: dict[str, Any], paper: dict[str, Any]) -> lis
 
 
 def _findings(m: dict[str, Any]) -> list[str]:
-    from tokred_train.evaluate_allocation import PAPER_PIES
+    from tokred_train.eval.allocation import PAPER_PIES
 
     base = m["runs"]["baseline"].get("allocation", {})
     lines = ["## Attention allocation (the paper's Figure 3)", ""]

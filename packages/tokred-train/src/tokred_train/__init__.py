@@ -1,6 +1,16 @@
-"""tokred-train: how to train. Data (`tokred_train.data`), the config tree, model building
-(tiny or Hugging Face, 4-bit, reduction patch, LoRA), the mixed-task loop, checkpoints and
-metrics.
+"""tokred-train: how to train, in rooms (each a subpackage, one concern):
+
+    config/    the config tree (schema) and its YAML + override loader
+    data/      the data pipeline, formats, collation, vocabularies, patch VQ, pixels;
+               data/shapes/ the embedded synthetic set and its detector
+    families/  Hugging Face model families (Janus, Emu3, Chameleon) behind a leaf registry
+    model/     model building: tiny or Hugging Face, 4-bit, reduction patch, LoRA
+    built_run  one way to build a run's data and model, for training, eval and analysis
+    run/       the training loop, its step, losses, sampler, optimizer, checkpoints, logs
+    eval/      scoring, decoding, allocation, sample grids, a whole run's evaluation
+
+Imports point down that list: eval and run use built_run, model, families, data, config;
+nothing below imports anything above it.
 
 Importing this package is light: the submodules that pull in transformers, peft or
 tensorboard load on first use of their names.
@@ -24,32 +34,43 @@ _WHERE = {
     "load_config": "config",
     "save_config": "config",
     "config_to_dict": "config",
-    "TrainData": "training_data",
-    "TaskSamples": "training_data",
-    "ImageTokenizer": "protocols",
-    "TokenVocab": "protocols",
-    "MixedBatchSampler": "sampler",
-    "build_train_data": "embedded",
-    "build_embedded_data": "embedded",
-    "register_model_io": "families",
+    "TrainData": "data.training_data",
+    "TaskSamples": "data.training_data",
+    "ImageTokenizer": "data.protocols",
+    "TokenVocab": "data.protocols",
+    "PixelSpec": "data.pixels",
+    "build_embedded_data": "data.pipeline",
+    "MixedBatchSampler": "run.sampler",
     "ModelIO": "families",
-    "TrainStep": "train_step",
-    "BuiltModel": "model_builder",
-    "build_model": "model_builder",
-    "apply_lora": "lora",
-    "quantize_linears_4bit_": "quantize",
-    "train": "loop",
-    "RunResult": "loop",
-    "save_checkpoint": "checkpoint",
-    "load_checkpoint": "checkpoint",
-    "find_latest_checkpoint": "checkpoint",
-    "DistInfo": "distributed",
-    "dist_info": "distributed",
-    "evaluate_understanding": "evaluate",
-    "evaluate_generation": "evaluate",
-    "save_sample_grid": "evaluate_grid",
-    "load_run": "evaluate_run",
-    "evaluate_run": "evaluate_run",
+    "register_model_io": "families",
+    "build_model_io": "families",
+    "HFImageTokenizer": "families",
+    "JanusImageTokenizer": "families",
+    "Emu3ImageTokenizer": "families",
+    "ChameleonImageTokenizer": "families",
+    "IMAGE_TOKENIZERS": "families",
+    "image_tokenizer_for": "families",
+    "BuiltModel": "model.builder",
+    "build_model": "model.builder",
+    "apply_lora": "model.lora",
+    "quantize_linears_4bit_": "model.quantize",
+    "BuiltRun": "built_run",
+    "build_run": "built_run",
+    "build_train_data": "built_run",
+    "TrainStep": "run.step",
+    "train": "run.loop",
+    "RunResult": "run.loop",
+    "save_checkpoint": "run.checkpoint",
+    "load_checkpoint": "run.checkpoint",
+    "find_latest_checkpoint": "run.checkpoint",
+    "DistInfo": "run.distributed",
+    "dist_info": "run.distributed",
+    "evaluate_understanding": "eval.understanding",
+    "evaluate_generation": "eval.generation",
+    "save_sample_grid": "eval.grid",
+    "LoadedRun": "eval.run",
+    "load_run": "eval.run",
+    "evaluate_run": "eval.run",
 }
 
 # The public surface is exactly what __getattr__ can load.

@@ -117,8 +117,8 @@ def parse_policy_arg(spec: str | None) -> Any:
 
 def _tiny_run(overrides: list[str], samples: int):
     from tokred_train import build_train_data, load_config
-    from tokred_train.evaluate_run import LoadedRun
-    from tokred_train.model_builder import build_model
+    from tokred_train.eval.run import LoadedRun
+    from tokred_train.model.builder import build_model
 
     from .demo import DEMO_BASE_CONFIG
 
@@ -136,13 +136,13 @@ def _tiny_run(overrides: list[str], samples: int):
 
 def _model_folder_run(path: Path, samples: int):
     from tokred_train import load_config
-    from tokred_train.evaluate_run import LoadedRun
+    from tokred_train.eval.run import LoadedRun
 
     vocab_file, vq_dir = path / "vocab.json", path / "vq"
     if vocab_file.is_file() and vq_dir.is_dir():
         # An embedded-style model saved with save_pretrained, its vocabulary and VQ beside it.
         from tokred_train.data import PatchVQTokenizer, UnifiedVocab
-        from tokred_train.embedded import build_embedded_data
+        from tokred_train.data.pipeline import build_embedded_data
         from transformers import AutoModelForCausalLM
 
         vocab, vq = UnifiedVocab.load(vocab_file), PatchVQTokenizer.load(vq_dir)
@@ -167,7 +167,7 @@ def _model_folder_run(path: Path, samples: int):
             ) from None
         return LoadedRun(None, config, model.eval(), None, vocab, vq, data)
     from tokred_train import build_train_data
-    from tokred_train.model_builder import build_model
+    from tokred_train.model.builder import build_model
 
     config = load_config(
         {"model": {"kind": "hf", "path": str(path)}, "data": {"num_val": max(samples, 1)}}
@@ -198,7 +198,7 @@ def load_source(source: str | None, tiny: bool, overrides: list[str], samples: i
             f"{path} is not a folder: give a run folder (config.yaml) or a model folder (config.json)"
         )
     if (path / "config.yaml").is_file():
-        from tokred_train.evaluate_run import load_run
+        from tokred_train.eval.run import load_run
 
         return load_run(path)
     if (path / "config.json").is_file():
@@ -248,7 +248,7 @@ def analyze_run(
 ) -> dict[str, Any]:
     """Probe `run` (a LoadedRun), write the JSON and both figures; returns the JSON dict
     with the written paths under 'files'."""
-    from tokred_train.evaluate_allocation import allocation_to_dict, attention_allocation
+    from tokred_train.eval.allocation import allocation_to_dict, attention_allocation
 
     from ..figures import plot_allocation, plot_pies
 
@@ -272,7 +272,7 @@ def analyze_run(
         "bars": out_dir / ALLOCATION_FILES["bars"],
         "pies": out_dir / ALLOCATION_FILES["pies"],
     }
-    from tokred_train.data.atomic import atomic_write_text
+    from tokred_train.atomic import atomic_write_text
 
     atomic_write_text(files["json"], json.dumps(alloc, indent=1) + "\n")
     plot_allocation(alloc, files["bars"], title=title)

@@ -239,7 +239,7 @@ def run_demo(
     import torch
     from tokred_core import DecoderShape
     from tokred_train import train
-    from tokred_train.evaluate_run import evaluate_run, run_from_result
+    from tokred_train.eval.run import evaluate_run, run_from_result
 
     from .. import report
     from ..figures import plot_image_share
@@ -399,7 +399,7 @@ def run_demo(
     metrics["files"]["report"] = "report.md"
     metrics["files"]["metrics"] = "metrics.json"
     # Atomic: an interrupted demo never leaves a half-written report behind.
-    from tokred_train.data.atomic import atomic_write_text
+    from tokred_train.atomic import atomic_write_text
 
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=str) + "\n")
     atomic_write_text(out / "report.md", report.render_report(metrics))

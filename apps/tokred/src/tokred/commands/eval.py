@@ -106,7 +106,7 @@ def format_eval(result: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tokred_train.evaluate_run import evaluate_run, load_run
+    from tokred_train.eval.run import evaluate_run, load_run
 
     from .analyze import parse_policy_arg
 

@@ -79,8 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
         print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
         return 0
-    from tokred_train.distributed import dist_info
-    from tokred_train.loop import train
+    from tokred_train.run.distributed import dist_info
+    from tokred_train.run.loop import train
 
     result = train(config)
     if not dist_info().is_main:  # under torchrun only rank 0 reports

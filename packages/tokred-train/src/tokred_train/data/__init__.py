@@ -1,9 +1,12 @@
-"""Data for unified training: the embedded shapes set, real-format loaders, the patch VQ
-image tokenizer, the unified vocabulary, collation into `TokenLayout`s, and the
-deterministic shapes detector used to score generated images."""
+"""Data for unified training: the embedded shapes set and its detector (`data.shapes`),
+real-format loaders, the patch VQ image tokenizer, the pixels of a model's own encoder,
+the unified vocabulary, collation into `TokenLayout`s, and the pipeline that turns a data
+config into per-task samples with pre-encoded codes (`data.pipeline`).
+
+The image tokenizers of real model families (Janus, Emu3, Chameleon) live in
+`tokred_train.families`, which builds on this package."""
 
 from .collate import DEFAULT_SYSTEM_PROMPT, IGNORE_INDEX, EncodedSample, collate, encode_sample
-from .detector import ATTRIBUTES, Detection, check, check_scene, detect, detect_dominant, score
 from .formats import (
     LoadedDataset,
     SkippedRecord,
@@ -11,18 +14,10 @@ from .formats import (
     load_llava_conversations,
     load_prompt_image_jsonl,
 )
-from .hf_vq import (
-    IMAGE_TOKENIZERS,
-    ChameleonImageTokenizer,
-    Emu3ImageTokenizer,
-    HFImageTokenizer,
-    JanusImageTokenizer,
-    PixelSpec,
-    image_tokenizer_for,
-)
 from .images import as_uint8_batch, as_uint8_image, square_resize
-from .samples import shapes_samples
-from .shapes import (
+from .patch_vq import PatchVQTokenizer
+from .pixels import PixelSpec
+from .shapes.dataset import (
     COLORS,
     KINDS,
     PALETTE,
@@ -34,17 +29,20 @@ from .shapes import (
     draw_shapes,
     questions_for,
 )
+from .shapes.detector import (
+    ATTRIBUTES,
+    Detection,
+    check,
+    check_scene,
+    detect,
+    detect_dominant,
+    score,
+)
+from .shapes.samples import shapes_samples
 from .vocab import SPECIAL_TOKENS, UnifiedVocab, collect_texts
-from .vq import PatchVQTokenizer
 
 __all__ = [
-    "IMAGE_TOKENIZERS",
-    "ChameleonImageTokenizer",
-    "Emu3ImageTokenizer",
-    "HFImageTokenizer",
-    "JanusImageTokenizer",
     "PixelSpec",
-    "image_tokenizer_for",
     "ATTRIBUTES",
     "COLORS",
     "DEFAULT_SYSTEM_PROMPT",

@@ -38,7 +38,7 @@ from typing import Any
 import torch
 from tokred_core import Segment, Task, TokenLayout, TokredError, parse_task
 
-from ..protocols import TokenVocab
+from .protocols import TokenVocab
 
 __all__ = [
     "DEFAULT_SYSTEM_PROMPT",

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from tokred_core import TokredError
 
-from .atomic import atomic_write_text
+from ..atomic import atomic_write_text
 
 __all__ = ["SPECIAL_TOKENS", "TEXT_FIELDS", "UnifiedVocab", "collect_texts"]
 

@@ -1,0 +1,58 @@
+"""Evaluation of a unified model on both tasks, and the paper's allocation diagnostic.
+
+answers        understanding scoring: exact match, per question type, chance levels
+records        the held-out shapes records with their image codes
+decode         batched decoding, cached or under the run's reduction
+understanding  greedy answers, scored
+generation     constrained image sampling, checked by the shapes detector
+janus          Janus as a one-task causal LM, so decoding runs it unchanged
+grid           a PNG grid of generated images (PIL only)
+allocation     layerwise attention allocation over validation data (PAPER.md sec. 1)
+run            a whole run's evaluation: load it back, score both tasks, write results
+"""
+
+from .answers import (
+    QUESTION_TYPES,
+    TypeScore,
+    UnderstandingResult,
+    exact_match,
+    normalize_answer,
+    question_type,
+    score_answers,
+)
+from .decode import DECODE_MODES, decode_batch, reduction_context
+from .generation import (
+    GENERATION_ATTRIBUTES,
+    GenerationResult,
+    evaluate_generation,
+    generate_image_codes,
+    generation_chance,
+    image_writing,
+    score_generated_codes,
+)
+from .grid import save_sample_grid
+from .records import shapes_eval_records
+from .understanding import evaluate_understanding
+
+__all__ = [
+    "DECODE_MODES",
+    "GENERATION_ATTRIBUTES",
+    "QUESTION_TYPES",
+    "GenerationResult",
+    "TypeScore",
+    "UnderstandingResult",
+    "decode_batch",
+    "evaluate_generation",
+    "evaluate_understanding",
+    "exact_match",
+    "generate_image_codes",
+    "generation_chance",
+    "image_writing",
+    "normalize_answer",
+    "question_type",
+    "reduction_context",
+    "save_sample_grid",
+    "score_answers",
+    "score_generated_codes",
+    "shapes_eval_records",
+]

@@ -1,0 +1,333 @@
+"""Evaluate a training run: load it back from its folder (or take it from `train()`),
+score both tasks on its validation data, and write the results.
+
+A run folder, as `tokred_train.run.loop.train` writes it:
+
+    config.yaml  vocab.json  vq/  checkpoints/step-NNNNNN/model.safetensors  summary.json
+
+`load_run` rebuilds the model from config.yaml (the same `build_model`, so the reduction
+patch and its image projection sets are back), loads the newest complete checkpoint's
+weights, and reads the vocabulary and VQ tokenizer saved beside it. The model stays
+patched with the run's own policies: evaluation runs under the reduction it was trained
+with (`evaluate_decode` explains the decode modes).
+
+`eval_records` takes the validation split: for the shapes set it is rebuilt from the data
+config (the validation images come from their own seeded stream, so the split is the one
+the run held out) and every generation prompt carries the shapes the detector checks;
+for real formats the understanding records are the held-out samples and generation
+images are produced but not scored (there is no detector for real images).
+
+Model families (tokred_train.families): Janus decodes through `JanusForDecoding`
+(SigLIP pixels for questions, generation_head for codes). Images are written slot by slot
+as the family's template says (`evaluate.image_writing`: Emu3's size prefix and row ends
+are forced, codes picked among the code ids). Chameleon has no VQ decoder in
+transformers, so `evaluate_run` scores its understanding and says why generation was
+left out.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tokred_core import Task, TokredError
+from tokred_models import ReductionHandle
+from torch import nn
+
+from ..atomic import atomic_write_text
+from ..built_run import BuiltRun, build_run
+from ..config import TrainConfig, load_config
+from ..data.protocols import ImageTokenizer, TokenVocab
+from ..data.training_data import TrainData
+from ..run.checkpoint import find_latest_checkpoint, load_checkpoint
+from ..run.loop import RunResult
+from .answers import UnderstandingResult
+from .generation import (
+    GenerationResult,
+    evaluate_generation,
+    generate_image_codes,
+    image_writing,
+)
+from .grid import save_sample_grid
+from .janus import JanusForDecoding
+from .records import shapes_eval_records
+from .understanding import evaluate_understanding
+
+__all__ = [
+    "LoadedRun",
+    "load_run",
+    "run_from_result",
+    "eval_records",
+    "evaluate_run",
+    "generation_unsupported",
+    "EVAL_DIR",
+]
+
+EVAL_DIR = "eval"
+
+
+@dataclass
+class LoadedRun:
+    """A trained model with everything needed to feed it."""
+
+    run_dir: Path | None
+    config: TrainConfig
+    model: nn.Module
+    handle: ReductionHandle | None
+    """Its reduction handle (the model stays patched with the run's policies); None for a
+    model loaded as it is, unpatched."""
+    vocab: TokenVocab
+    vq: ImageTokenizer
+    data: TrainData
+    """The run's data, with the validation samples."""
+    checkpoint: Path | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        run: BuiltRun,
+        run_dir: Path | None = None,
+        checkpoint: Path | None = None,
+        summary: dict[str, Any] | None = None,
+    ) -> LoadedRun:
+        """The evaluation view of a built run."""
+        return cls(
+            run_dir,
+            run.config,
+            run.model,
+            run.handle,
+            run.vocab,
+            run.image_tokenizer,
+            run.data,
+            checkpoint,
+            dict(summary or {}),
+        )
+
+
+def _read_summary(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return {}
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild a run's model from its folder and load its newest complete checkpoint."""
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise TokredError(
+            f"{run_dir} is not a run folder (no config.yaml): give the out_dir of a `tokred train` run"
+        )
+    ckpt = find_latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise TokredError(
+            f"{run_dir} holds no complete checkpoint: train it to the end (run.save_final=true) "
+            "or set run.ckpt_every"
+        )
+    config = load_config(cfg_path, ["run.device=" + str(device)])
+    run = build_run(config, device, saved=run_dir)
+    built = run.built
+    load_checkpoint(ckpt.path, built.model, map_location=device, restore_rng=False)
+    built.model.eval()
+    return LoadedRun.of(run, run_dir, ckpt.path, _read_summary(run_dir))
+
+
+def run_from_result(result: RunResult) -> LoadedRun:
+    """The same view of a `train()` RunResult, without reloading anything."""
+    return LoadedRun.of(result.run, result.run_dir, result.checkpoint, result.summary)
+
+
+def eval_records(
+    run: LoadedRun, num_understanding: int | None = None, num_generation: int | None = None
+) -> tuple[
+    list[dict[str, Any]], torch.Tensor, list[dict[str, Any]], list[Any] | None, torch.Tensor | None
+]:
+    """(understanding records, their codes, generation records, reference images or None,
+    the understanding images as the model's pixel_values, or None when it reads codes)."""
+    cfg = run.config.data
+    spec = run.data.understanding_pixels
+    if cfg.kind == "shapes":
+        from ..data import build_shapes_dataset
+
+        if cfg.num_val < 1:
+            raise TokredError(
+                "the run has no validation images (data.num_val=0); nothing to evaluate"
+            )
+        # The validation split has its own random stream: num_train does not change it.
+        val = build_shapes_dataset(
+            num_train=0,
+            num_val=cfg.num_val,
+            seed=cfg.seed,
+            image_size=cfg.image_size,
+            max_shapes=cfg.max_shapes,
+        )["validation"]
+        und, codes, gen = shapes_eval_records(val, run.vq, num_understanding, num_generation)
+        refs = [val[int(r["image_index"])]["image"] for r in gen]
+        pixels = None
+        if spec is not None and und:
+            images = [spec.fit_image(val[int(r["image_index"])]["image"]) for r in und]
+            pixels = spec.normalize(np.stack(images))
+        return und, codes, gen, refs, pixels
+    und_s, gen_s = run.data.val["understanding"], run.data.val["generation"]
+    n_u = len(und_s) if num_understanding is None else min(num_understanding, len(und_s))
+    n_g = len(gen_s) if num_generation is None else min(num_generation, len(gen_s))
+    und = [dict(r) for r in und_s.records[:n_u]]
+    gen = [dict(r) for r in gen_s.records[:n_g]]
+    pixels = None
+    if spec is not None and n_u:
+        pixels = spec.normalize(und_s.take_pixels(range(n_u)).numpy())
+    return und, und_s.codes[:n_u].long(), gen, None, pixels
+
+
+def _decoders(run: LoadedRun, cfg_weight: float | None = None) -> tuple[nn.Module, nn.Module]:
+    """(the model that answers questions, the model that writes image codes)."""
+    if run.data.loss_path == "janus":
+        janus, vocab = run.handle.model, run.vocab
+        writer = JanusForDecoding(
+            janus, Task.GENERATION, vocab.boi_id, cfg_weight=cfg_weight, pad_id=vocab.pad_id
+        )
+        return JanusForDecoding(janus, Task.UNDERSTANDING, vocab.boi_id), writer
+    if cfg_weight is not None:
+        raise TokredError(
+            f"cfg_weight={cfg_weight}: classifier-free guidance is implemented for Janus runs "
+            f"only (this run's loss path: {run.data.loss_path})"
+        )
+    return run.model, run.model
+
+
+def generation_unsupported(run: LoadedRun) -> str | None:
+    """Why evaluation cannot write this run's images, or None when it can."""
+    try:
+        image_writing(run.vocab, run.vq)
+    except TokredError as exc:
+        return str(exc)
+    if not getattr(run.vq, "can_decode", True):
+        return f"{type(run.vq).__name__} cannot decode codes to pixels"
+    return None
+
+
+def evaluate_run(
+    run: LoadedRun,
+    out_dir: str | Path | None = None,
+    *,
+    num_understanding: int | None = 200,
+    num_generation: int | None = 48,
+    mode: str = "auto",
+    policies: Any = None,
+    temperature: float = 0.0,
+    seed: int = 0,
+    batch_size: int = 64,
+    grid_size: int = 16,
+    cfg_weight: float | None = None,
+) -> dict[str, Any]:
+    """Score both tasks; write eval.json and samples.png into out_dir (default
+    RUN_DIR/eval). Returns the JSON-ready results. cfg_weight: classifier-free guidance of
+    Janus generation (see evaluate_janus.py)."""
+    answerer, writer = _decoders(run, cfg_weight)  # bad arguments fail before any write
+    if out_dir is None:
+        if run.run_dir is None:
+            raise TokredError("give out_dir: this run has no folder")
+        out_dir = run.run_dir / EVAL_DIR
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    und, codes, gen, refs, und_pixels = eval_records(run, num_understanding, num_generation)
+    why_not = generation_unsupported(run) if gen else None
+    system_prompt = run.data.system_prompt
+    out: dict[str, Any] = {"run_dir": str(run.run_dir) if run.run_dir else None}
+    started = time.perf_counter()
+    u: UnderstandingResult | None = None
+    if und:
+        u = evaluate_understanding(
+            answerer,
+            run.vocab,
+            codes,
+            und,
+            pixel_values=und_pixels,
+            mode=mode,
+            policies=policies,
+            batch_size=batch_size,
+            system_prompt=system_prompt,
+        )
+        out["understanding"] = u.to_dict()
+    out["understanding_time_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    if why_not is not None:
+        out["generation"] = {"total": 0, "skipped": why_not}
+    elif gen:
+        scored = run.config.data.kind == "shapes"
+        if scored:
+            g: GenerationResult = evaluate_generation(
+                writer,
+                run.vocab,
+                run.vq,
+                gen,
+                mode=mode,
+                policies=policies,
+                temperature=temperature,
+                seed=seed,
+                batch_size=batch_size,
+                system_prompt=system_prompt,
+            )
+            out["generation"] = g.to_dict()
+            images, prompts, marks = g.images, g.prompts, [c["all"] for c in g.checks]
+        else:
+            images, prompts = _generate_unscored(
+                run, writer, gen, mode, policies, temperature, seed, batch_size
+            )
+            marks = None
+            out["generation"] = {"total": len(gen), "scored": False}
+        k = min(grid_size, len(prompts))
+        if k and images is not None:
+            grid = save_sample_grid(
+                images[:k],
+                prompts[:k],
+                out_dir / "samples.png",
+                marks=marks[:k] if marks else None,
+                references=refs[:k] if refs is not None else None,
+                title=f"generated (frame: detector check {'passed' if marks else 'n/a'})",
+            )
+            out["sample_grid"] = str(grid)
+    out["generation_time_s"] = time.perf_counter() - started
+    out["settings"] = {
+        "num_understanding": len(und),
+        "num_generation": len(gen),
+        "mode": mode,
+        "temperature": temperature,
+        "cfg_weight": cfg_weight,
+        "seed": seed,
+    }
+    if u is not None:
+        predictions = out_dir / "predictions.jsonl"
+        atomic_write_text(predictions, "".join(json.dumps(p) + "\n" for p in u.predictions))
+    atomic_write_text(out_dir / "eval.json", json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def _generate_unscored(run, writer, gen, mode, policies, temperature, seed, batch_size):
+    """Images for prompts without a detector (real data): generate and decode only."""
+    codes, _ = generate_image_codes(
+        writer,
+        run.vocab,
+        run.vq,
+        [r["prompt"] for r in gen],
+        mode=mode,
+        policies=policies,
+        temperature=temperature,
+        seed=seed,
+        batch_size=batch_size,
+        system_prompt=run.data.system_prompt,
+    )
+    images = run.vq.decode(codes) if hasattr(run.vq, "decode") else None
+    if isinstance(images, torch.Tensor):
+        images = images.numpy()
+    return images, [r["prompt"] for r in gen]

@@ -1,0 +1,368 @@
+"""The unified training loop: mixed-task batches through a reduction-patched model.
+
+    result = train(load_config("tiny-shapes.yaml", ["optim.max_steps=50"]))
+
+One optimizer step = optim.grad_accum micro-batches. Micro-batch m holds the samples the
+`MixedBatchSampler` assigns to m (a fraction data.understanding_ratio of understanding
+samples), collated by `tokred_train.data.collate` into input_ids, labels, attention_mask
+and a `TokenLayout`, and run through the model family's loss path (`TrainStep`: for most
+models `model(input_ids, attention_mask, tokred_layout=layout)`), so every sample follows
+its task's reduction plan. The loss is the cross-entropy averaged over all target tokens
+of the step (every micro-batch of it); its understanding and generation parts are logged
+separately. AdamW, warm-up + cosine, gradient clipping,
+bfloat16 autocast on CUDA, optional gradient checkpointing.
+
+Determinism and resume: the batch of a step depends only on (run.seed, step), the model
+is built from seeds, and a checkpoint holds weights, optimizer, scheduler and RNG states,
+so a run resumed from step k reproduces the losses of an uninterrupted run from step k+1.
+
+Host synchronisation happens only at flushes (every run.log_every steps), checkpoints and
+validation: per-step losses and gradient norms stay on the device until then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tokred_models import ReductionHandle
+from torch import nn
+
+from ..built_run import BuiltRun
+from ..config import TrainConfig, config_to_dict, load_config
+from ..data.protocols import ImageTokenizer, TokenVocab
+from ..data.training_data import TrainData
+from ..model.builder import BuiltModel
+from .checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from .distributed import DistInfo, barrier
+from .log import MetricsLogger, peak_memory_bytes
+from .prefetch import Prefetcher
+from .setup import RunSetup, data_position, seed_everything, setup_run
+from .step import BatchTargets, batch_targets
+from .validation import validation_loss
+from .window import MetricsWindow, StepRecord
+
+__all__ = ["RunResult", "train", "seed_everything", "Evaluator", "Trainer"]
+
+#: evaluator(model, data, step) -> metrics, called wherever validation runs.
+Evaluator = Callable[[nn.Module, TrainData, int], Mapping[str, float]]
+
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    config: TrainConfig
+    metrics: dict[str, Any]
+    """Final metrics: the last step's losses and the final validation losses."""
+    history: list[dict[str, Any]]
+    """One row per optimizer step run by this call (the rows of metrics.jsonl)."""
+    run: BuiltRun
+    """The model, data and reduction the run trained."""
+    summary: dict[str, Any] = field(default_factory=dict)
+    start_step: int = 0
+    """The step the run started from (the resumed checkpoint's step, else 0)."""
+    last_step: int = 0
+    stopped_early: bool = False
+    """True when stop_after_step ended the run (no final checkpoint, no summary)."""
+    checkpoint: Path | None = None
+    """The newest checkpoint written by this call."""
+
+    @property
+    def model(self) -> nn.Module:
+        return self.run.model
+
+    @property
+    def handle(self) -> ReductionHandle:
+        return self.run.handle
+
+    @property
+    def built(self) -> BuiltModel:
+        return self.run.built
+
+    @property
+    def data(self) -> TrainData:
+        return self.run.data
+
+    @property
+    def vocab(self) -> TokenVocab:
+        return self.run.vocab
+
+    @property
+    def vq(self) -> ImageTokenizer:
+        return self.run.image_tokenizer
+
+
+def train(
+    config: TrainConfig | Mapping[str, Any] | str | Path,
+    *,
+    overrides: Sequence[str] = (),
+    stop_after_step: int | None = None,
+    evaluator: Evaluator | None = None,
+) -> RunResult:
+    """Train as `config` says; returns the run's result (see RunResult).
+
+    stop_after_step=k ends the run right after step k (after its checkpoint, if one is due),
+    without a final checkpoint, validation or summary: a crash, for tests of resume. With k at
+    or below the starting step nothing is trained: the result holds the built (or resumed)
+    model, data and vocabulary.
+    evaluator(model, data, step) adds metrics wherever validation runs.
+    """
+    if not isinstance(config, TrainConfig) or overrides:
+        config = load_config(config, overrides)
+    threads = torch.get_num_threads()
+    if config.run.threads is not None:
+        torch.set_num_threads(config.run.threads)
+    try:
+        trainer = Trainer(config, evaluator)
+        return trainer.fit(stop_after_step)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _micro_batch(data: TrainData, sampler: Any, micro: int) -> tuple[dict[str, Any], BatchTargets]:
+    batch = data.collate(sampler.draw(micro))
+    return batch, batch_targets(batch, data.loss_path)
+
+
+class Trainer:
+    """One run, in the parts a reader looks for: `setup_run` (in __init__), `train_step`,
+    `validate`, `checkpoint`, `fit` (the loop: steps, flushes, checkpoints, validation)
+    and `result` (the summary)."""
+
+    def __init__(self, config: TrainConfig, evaluator: Evaluator | None = None) -> None:
+        self.started = time.perf_counter()
+        self.config = config
+        self.evaluator = evaluator
+        self.setup: RunSetup = setup_run(config)
+        s = self.setup
+        self.logger = MetricsLogger(
+            s.run_dir,
+            enabled=s.dist.is_main,
+            tensorboard=config.run.tensorboard,
+            progress=config.run.progress,
+            total_steps=config.optim.max_steps,
+            initial_step=s.start_step,
+        )
+        self.clip = config.optim.clip_norm if config.optim.clip_norm else math.inf
+        self.eval_batch_size = config.eval.batch_size or config.optim.batch_size
+        self.window = MetricsWindow(s.dist)
+        self.last_checkpoint: Path | None = None
+
+    # ---- the step -------------------------------------------------------------------------
+    def train_step(
+        self, step: int, micros: list[tuple[dict[str, Any], BatchTargets]]
+    ) -> StepRecord:
+        """optim.grad_accum micro-batches -> one optimizer step; the loss is the mean over
+        every target token of the step, so micro-batches weigh by their targets."""
+        s = self.setup
+        total = max(sum(sum(t.counts) for _, t in micros), 1)
+        sums = torch.zeros(2, dtype=torch.float32, device=s.device)
+        tokens = samples = 0
+        for i, (batch, targets) in enumerate(micros):
+            last = i == len(micros) - 1
+            sync = (
+                s.trained.no_sync() if s.dist.distributed and not last else contextlib.nullcontext()
+            )
+            with sync:
+                with s.autocast():
+                    part = s.trained(batch, targets.to(s.device))
+                (part.sum() / total).backward()
+            sums += part.detach()
+            tokens += int(batch["attention_mask"].sum())
+            samples += batch["input_ids"].shape[0]
+        grad_norm = torch.nn.utils.clip_grad_norm_(s.params, self.clip)
+        lr = s.scheduler.get_last_lr()[0]
+        s.optimizer.step()
+        s.scheduler.step()
+        s.optimizer.zero_grad(set_to_none=True)
+        counts = (sum(t.counts[0] for _, t in micros), sum(t.counts[1] for _, t in micros))
+        return StepRecord(step, sums, counts, grad_norm.detach(), lr, tokens, samples)
+
+    # ---- logging, validation, checkpoints -------------------------------------------------
+    def flush(self) -> None:
+        rows = self.window.flush()
+        if rows:
+            self.logger.log_steps(rows)
+
+    def validate(self, step: int) -> dict[str, float]:
+        s = self.setup
+        with self.window.paused():
+            rng = capture_rng_state()  # an evaluator that samples must not shift the training RNG
+            try:
+                metrics = validation_loss(
+                    s.step_module,
+                    s.data,
+                    self.config.eval.max_samples,
+                    self.eval_batch_size,
+                    s.device,
+                    s.autocast,
+                )
+                if self.evaluator is not None:
+                    metrics.update(self.evaluator(s.model, s.data, step))
+            finally:
+                restore_rng_state(rng)
+            self.logger.log_validation(step, metrics)
+        return metrics
+
+    def checkpoint(self, step: int) -> Path | None:
+        s = self.setup
+        with self.window.paused():
+            path = None
+            if s.dist.is_main:
+                path = save_checkpoint(
+                    s.run_dir,
+                    step,
+                    s.model,
+                    s.optimizer,
+                    s.scheduler,
+                    extra={"data": data_position(step, self.config, s.dist)},
+                    keep=self.config.run.keep_checkpoints,
+                )
+            barrier(s.dist)
+        self.last_checkpoint = path
+        return path
+
+    # ---- the loop -------------------------------------------------------------------------
+    def _due(self, step: int, every: int | None) -> bool:
+        return bool(every) and step % every == 0
+
+    def fit(self, stop_after_step: int | None = None) -> RunResult:
+        s, cfg = self.setup, self.config
+        max_steps, accum = cfg.optim.max_steps, cfg.optim.grad_accum
+        # stop_after_step <= the starting step: build (and resume) everything, run no step.
+        stopped = stop_after_step is not None and stop_after_step <= s.start_step
+        last_step = max_steps if not stopped else s.start_step
+        val_metrics: dict[str, float] = {}
+        depth = cfg.run.prefetch
+        if depth is None:
+            depth = 2 if s.device.type == "cuda" else 0
+        prefetch = Prefetcher(lambda m: _micro_batch(s.data, s.sampler, m), depth)
+        step = s.start_step
+        try:
+            s.model.train()
+            for step in range(s.start_step + 1, last_step + 1):
+                micros = [prefetch.get((step - 1) * accum + i) for i in range(accum)]
+                self.window.add(self.train_step(step, micros))
+                stop_now = stop_after_step is not None and step >= stop_after_step
+                if (
+                    self._due(step, cfg.run.log_every)
+                    or step in (s.start_step + 1, max_steps)
+                    or stop_now
+                ):
+                    self.flush()
+                if self._due(step, cfg.run.ckpt_every):
+                    self.checkpoint(step)
+                if self._due(step, cfg.eval.every) and step != max_steps:
+                    self.validate(step)
+                if stop_now:
+                    stopped = True
+                    break
+            self.flush()
+            last_step = step
+            if not stopped:
+                due = cfg.run.save_final and last_step > s.start_step
+                if due and not self._due(last_step, cfg.run.ckpt_every):
+                    self.checkpoint(last_step)
+                if cfg.eval.at_end:
+                    val_metrics = self.validate(last_step)
+        finally:
+            prefetch.close()
+            self.logger.close()
+        return self.result(last_step, stopped, val_metrics)
+
+    # ---- the result -----------------------------------------------------------------------
+    def result(self, last_step: int, stopped: bool, val_metrics: dict[str, float]) -> RunResult:
+        s, history = self.setup, self.window.history
+        final: dict[str, Any] = {}
+        if history:
+            final.update(
+                {k: history[-1][k] for k in ("loss", "loss_understanding", "loss_generation")}
+            )
+        final.update(val_metrics)
+        result = RunResult(
+            run_dir=s.run_dir,
+            config=self.config,
+            metrics=final,
+            history=history,
+            run=s.run,
+            start_step=s.start_step,
+            last_step=last_step,
+            stopped_early=stopped,
+            checkpoint=self.last_checkpoint,
+        )
+        if not stopped:
+            result.summary = _summary(
+                result,
+                s.device,
+                s.bf16,
+                s.dist,
+                self.window.step_time_total,
+                time.perf_counter() - self.started,
+                self.window.first_step_time,
+            )
+            self.logger.enabled = s.dist.is_main
+            self.logger.write_json(SUMMARY_FILE, result.summary)
+        return result
+
+
+def _summary(
+    result: RunResult,
+    device: torch.device,
+    bf16: bool,
+    dist: DistInfo,
+    train_time: float,
+    wall_time: float,
+    first_step_time: float | None,
+) -> dict[str, Any]:
+    rows = result.history
+    steps = len(rows)
+    tokens = sum(r["tokens"] for r in rows)
+    samples = sum(r["samples"] for r in rows)
+    steady = [r["step_time_s"] for r in rows[1:]]
+    memory, memory_kind = peak_memory_bytes(device)
+    built = result.built
+    cfg = result.config
+    return {
+        "run_dir": str(result.run_dir),
+        "steps": result.last_step,
+        "start_step": result.start_step,
+        "steps_this_run": steps,
+        "wall_time_s": wall_time,
+        "train_time_s": train_time,
+        # train_time_s counts optimizer steps only (no start-up, validation or checkpoints)
+        "tokens_per_s": tokens / train_time if train_time > 0 else None,
+        "samples_per_s": samples / train_time if train_time > 0 else None,
+        "step_time_s": (sum(steady) / len(steady)) if steady else first_step_time,
+        "first_step_time_s": first_step_time,
+        "peak_memory_bytes": memory,
+        "peak_memory_kind": memory_kind,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "world_size": dist.world_size,
+        "bf16_autocast": bf16,
+        "model_type": built.model_type,
+        "num_layers": built.num_layers,
+        "trainable_parameters": built.trainable_parameters,
+        "total_parameters": built.total_parameters,
+        "quantized_modules": len(built.quantized_modules),
+        "lora_modules": len(built.lora.adapted) if built.lora else 0,
+        "lora_image_projections": len(built.lora.image_projections) if built.lora else 0,
+        "policies": {
+            task.name.lower(): {"policy": p.name, "config": dataclasses.asdict(p.config)}
+            for task, p in built.handle.policies.policies.items()
+        },
+        "sharing": built.handle.sharing.value,
+        "data": result.data.info,
+        "final": result.metrics,
+        "config": config_to_dict(cfg),
+    }

@@ -1,0 +1,254 @@
+"""Everything a training run holds before its first step: the device and process group,
+the run folder (and the checkpoint it resumes from), the data and model, the module the
+step runs (DDP-wrapped under torchrun), the optimizer, the schedule and the sampler.
+
+Order matters and is kept here once: the device before the process group, the model
+family's check before any data or weights load, the resume check before the run folder is
+written, the model and data (`build_run`), then the optimizer state of the checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from tokred_core import TokredError
+from torch import nn
+
+from ..built_run import VOCAB_FILE, VQ_DIR, BuiltRun, build_run
+from ..config import TrainConfig, config_to_dict, save_config
+from ..data.training_data import TrainData
+from ..families import check_trainable, hf_model_type
+from ..model.builder import resolve_device
+from .checkpoint import (
+    CheckpointInfo,
+    find_latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    remove_partial_checkpoints,
+)
+from .distributed import DistInfo, barrier, dist_info, init_distributed
+from .log import METRICS_FILE, VALIDATION_FILE, truncate_jsonl
+from .optim import build_optimizer, build_scheduler
+from .sampler import MixedBatchSampler
+from .step import TrainStep
+
+__all__ = [
+    "CONFIG_FILE",
+    "RunSetup",
+    "data_position",
+    "seed_everything",
+    "setup_run",
+]
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+# Sections that must match for a resume to be exact (optim and run may change).
+_RESUME_SECTIONS = ("model", "data", "reduction", "lora")
+
+
+@dataclass
+class RunSetup:
+    """A run ready for its first step (the resumed one's, when it resumes)."""
+
+    config: TrainConfig
+    device: torch.device
+    dist: DistInfo
+    run_dir: Path
+    run: BuiltRun
+    step_module: TrainStep
+    """One micro-batch -> loss sums per task, through the patched model's submodules."""
+    trained: nn.Module
+    """What the step calls: `step_module`, wrapped in DistributedDataParallel under torchrun."""
+    params: list[nn.Parameter]
+    """The trainable parameters (clipped together)."""
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    sampler: MixedBatchSampler
+    start_step: int
+    autocast: Callable[[], AbstractContextManager[Any]]
+    bf16: bool
+
+    @property
+    def data(self) -> TrainData:
+        return self.run.data
+
+    @property
+    def model(self) -> nn.Module:
+        return self.run.model
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def autocast_factory(
+    bf16: bool | None, device: torch.device
+) -> tuple[Callable[[], AbstractContextManager[Any]], bool]:
+    """(a context factory for the forward, whether it is bf16 autocast): bf16 by default on
+    CUDA devices that support it, full precision elsewhere."""
+    if bf16 is None:
+        bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if not bf16:
+        return contextlib.nullcontext, False
+    return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), True
+
+
+def _first_difference(a: Any, b: Any, prefix: str) -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            diff = _first_difference(a.get(key), b.get(key), f"{prefix}.{key}")
+            if diff:
+                return diff
+        return None
+    return None if a == b else prefix
+
+
+def _check_resume_config(run_dir: Path, config: TrainConfig) -> None:
+    saved_path = run_dir / CONFIG_FILE
+    if not saved_path.is_file():
+        return
+    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    now = config_to_dict(config)
+    for section in _RESUME_SECTIONS:
+        diff = _first_difference(saved.get(section), now.get(section), section)
+        if diff:
+            raise TokredError(
+                f"{diff}: differs from the run being resumed ({saved_path}); resume with the "
+                "same model, data, reduction and lora settings, or start a new run.out_dir"
+            )
+
+
+def _resume_point(config: TrainConfig) -> tuple[Path, CheckpointInfo | None]:
+    """The run folder and the checkpoint to resume from (None: start at step 0)."""
+    run_dir = Path(config.run.out_dir)
+    resume = None
+    if config.run.resume:
+        resume = find_latest_checkpoint(run_dir)
+        if resume is not None:
+            _check_resume_config(run_dir, config)
+        else:
+            log.warning("run.resume: no complete checkpoint in %s, starting from step 0", run_dir)
+    elif list_checkpoints(run_dir):
+        raise TokredError(
+            f"run.out_dir={str(run_dir)!r} already holds checkpoints; set run.resume=true to "
+            "continue that run, or choose another run.out_dir"
+        )
+    return run_dir, resume
+
+
+def data_position(step: int, config: TrainConfig, dist: DistInfo) -> dict[str, Any]:
+    """Where the data stream stands after `step`: what a checkpoint records so a resume
+    can tell whether it will see the same batches."""
+    return {
+        "micro_batches": step * config.optim.grad_accum,
+        "batch_size": config.optim.batch_size,
+        "grad_accum": config.optim.grad_accum,
+        "world_size": dist.world_size,
+        "understanding_ratio": config.data.understanding_ratio,
+        "seed": config.run.seed,
+    }
+
+
+def _wrap_for_ranks(step_module: TrainStep, dist: DistInfo, device: torch.device) -> nn.Module:
+    if not dist.distributed:
+        return step_module
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(
+        step_module,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        find_unused_parameters=True,  # reduced layers skip the projections a batch lacks
+    )
+
+
+def _resume(setup: RunSetup, resume: CheckpointInfo) -> int:
+    """Load the checkpoint into the model, optimizer and schedule; the step it ends."""
+    state = load_checkpoint(
+        resume.path, setup.model, setup.optimizer, setup.scheduler, map_location=setup.device
+    )
+    start_step = int(state["step"])
+    saved = state.get("data", {})
+    now = data_position(start_step, setup.config, setup.dist)
+    if {k: saved.get(k) for k in now} != now:
+        log.warning("resuming with a different batch layout (%s -> %s): batches differ", saved, now)
+    log.info("resumed from %s (step %d)", resume.path, start_step)
+    return start_step
+
+
+def _write_run_folder(setup: RunSetup) -> None:
+    """Main process: drop what a crash left past the resumed step, then write the config,
+    the vocabulary and the image tokenizer (for evaluation and generation from the run)."""
+    run_dir, data = setup.run_dir, setup.data
+    run_dir.mkdir(parents=True, exist_ok=True)
+    remove_partial_checkpoints(run_dir)
+    truncate_jsonl(run_dir / METRICS_FILE, setup.start_step)
+    truncate_jsonl(run_dir / VALIDATION_FILE, setup.start_step)
+    save_config(setup.config, run_dir / CONFIG_FILE)
+    for obj, target in (
+        (data.vocab, run_dir / VOCAB_FILE),
+        (data.image_tokenizer, run_dir / VQ_DIR),
+    ):
+        save = getattr(obj, "save", None)
+        if callable(save):
+            save(target)
+
+
+def setup_run(config: TrainConfig) -> RunSetup:
+    """Build (or resume) everything a run needs, in the order the module docstring gives."""
+    device = resolve_device(config.run.device, dist_info().local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist = init_distributed(device)
+    if config.model.kind == "hf":  # fail before loading data or weights
+        check_trainable(hf_model_type(config.model.path))
+    run_dir, resume = _resume_point(config)
+
+    seed_everything(config.run.seed)
+    run = build_run(config, device)
+    # The step runs the patched base model's submodules, which LoRA patches in place.
+    step_module = TrainStep(run.built.base, run.data.loss_path)
+    optimizer = build_optimizer(run.model, config.optim)
+    sampler = MixedBatchSampler(
+        run.data.sizes(),
+        config.data.understanding_ratio,
+        config.optim.batch_size,
+        config.run.seed,
+        dist.rank,
+        dist.world_size,
+    )
+    autocast, bf16 = autocast_factory(config.run.bf16, device)
+    setup = RunSetup(
+        config=config,
+        device=device,
+        dist=dist,
+        run_dir=run_dir,
+        run=run,
+        step_module=step_module,
+        trained=_wrap_for_ranks(step_module, dist, device),
+        params=[p for p in run.model.parameters() if p.requires_grad],
+        optimizer=optimizer,
+        scheduler=build_scheduler(optimizer, config.optim),
+        sampler=sampler,
+        start_step=0,
+        autocast=autocast,
+        bf16=bf16,
+    )
+    if resume is not None:
+        setup.start_step = _resume(setup, resume)
+    if dist.is_main:
+        _write_run_folder(setup)
+    barrier(dist)
+    return setup
