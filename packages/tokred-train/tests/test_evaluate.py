@@ -22,7 +22,6 @@ from tokred_train.data import (
     encode_sample,
     score,
 )
-from tokred_train.eval.decode import Prompt, decode_batch, reduction_context
 from tokred_train.eval import (
     evaluate_generation,
     evaluate_understanding,
@@ -36,6 +35,7 @@ from tokred_train.eval import (
     score_generated_codes,
     shapes_eval_records,
 )
+from tokred_train.eval.decode import Prompt, decode_batch, reduction_context
 from torch import nn
 
 

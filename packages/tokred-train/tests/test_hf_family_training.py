@@ -304,8 +304,8 @@ def test_janus_run_is_evaluated_on_both_tasks(tmp_path, janus_dir):
 def test_emu3_run_writes_images_in_its_own_block_format(tmp_path, emu3_dir):
     """Generation forces Emu3's size prefix, row ends and end of frame and picks codes
     among its visual tokens; the codes come back through the VQ decoder to the detector."""
-    from tokred_train.eval.run import evaluate_run, load_run
     from tokred_train.eval import generate_image_codes, image_writing
+    from tokred_train.eval.run import evaluate_run, load_run
 
     result = train(config(tmp_path, emu3_dir, optim={"max_steps": 1}))
     run = load_run(result.run_dir)

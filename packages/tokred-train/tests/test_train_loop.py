@@ -196,8 +196,8 @@ def test_hf_model_with_registered_io_trains_with_qlora(tmp_path, monkeypatch):
     """kind hf: a local Llama folder, 4-bit through transformers, the family's ModelIO
     (vocab, image tokenizer) from the registry; here the embedded pair stands in for a real one."""
     import bitsandbytes as bnb
-    from tokred_train.families import registry as families
     from tokred_train.data.pipeline import build_embedded_data
+    from tokred_train.families import registry as families
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = tiny(tmp_path, reduction=REDUCED)
