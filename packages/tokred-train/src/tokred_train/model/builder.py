@@ -27,7 +27,7 @@ from torch import nn
 from ..config import TrainConfig, check_policies_fit
 from ..families import hf_model_type
 from .lora import LoraReport, apply_lora, prepare_4bit_for_training
-from .quantize import quantize_linears_4bit_
+from .quantize import keep_4bit_layout, quantize_linears_4bit_
 
 __all__ = ["BuiltModel", "build_model", "load_base_model", "resolve_device", "count_parameters"]
 
@@ -187,6 +187,7 @@ def build_model(
     if getattr(base.config, "use_cache", None) is not None:
         base.config.use_cache = False
     if config.lora.quantize_4bit:
+        keep_4bit_layout(base)
         prepare_4bit_for_training(base)
     elif config.lora.enabled:
         base.requires_grad_(False)

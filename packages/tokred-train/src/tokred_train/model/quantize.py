@@ -13,7 +13,7 @@ import torch
 from tokred_core import TokredError
 from torch import nn
 
-__all__ = ["quantize_linears_4bit_", "is_4bit"]
+__all__ = ["quantize_linears_4bit_", "is_4bit", "keep_4bit_layout"]
 
 
 def _bnb():
@@ -65,3 +65,21 @@ def quantize_linears_4bit_(
             setattr(module, child_name, q)
             replaced.append(f"{name}.{child_name}" if name else child_name)
     return replaced
+
+
+def keep_4bit_layout(root: nn.Module) -> int:
+    """Keep every bnb Linear4bit under `root` in its trainable storage layout; returns how
+    many there are.
+
+    Why: on a CPU with AVX512-BF16, bitsandbytes (0.50) repacks a Linear4bit's weights in
+    place for a faster CPU kernel the first time it runs in eval mode without gradients
+    (validation, evaluation). That repack asserts out_features % 32 == 0, so it crashes on
+    layers of other widths, and it changes the stored weights of a model that goes on
+    training. Turning it off makes a QLoRA run compute the same way on every CPU.
+    """
+    count = 0
+    for module in root.modules():
+        if is_4bit(module):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
