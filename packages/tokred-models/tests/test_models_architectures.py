@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from models_helpers import (
+from tokred_core import Role, TaskPolicies
+from tokred_core.policies import HiMix, HMGen
+from tokred_models import adapter_for, apply_reduction
+from tokred_models.testing import (
     ARCHITECTURES,
     build,
     mixed_layout,
@@ -25,9 +28,6 @@ from models_helpers import (
     rel_err,
     run,
 )
-from tokred_core import Role, TaskPolicies
-from tokred_core.policies import HiMix, HMGen
-from tokred_models import adapter_for, apply_reduction
 
 WINDOWED = {"qwen2", "mistral"}
 

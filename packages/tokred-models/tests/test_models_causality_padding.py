@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from models_helpers import (
+from tokred_core import Segment, Task, TokenLayout
+from tokred_models import apply_reduction
+from tokred_models.testing import (
     MIXED_SPANS,
     MIXED_TASKS,
     TEXT_TOKENS,
@@ -28,8 +30,6 @@ from models_helpers import (
     rel_err,
     run,
 )
-from tokred_core import Segment, Task, TokenLayout
-from tokred_models import apply_reduction
 
 LAYERS = 4
 CASES = policy_cases(LAYERS)

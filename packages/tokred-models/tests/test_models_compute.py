@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pytest
-from models_helpers import build_llama, mixed_layout, policy_cases, random_ids, run
 from tokred_models import apply_reduction
+from tokred_models.testing import build_llama, mixed_layout, policy_cases, random_ids, run
 
 LAYERS = 4
 CASES = policy_cases(LAYERS)

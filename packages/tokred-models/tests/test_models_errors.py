@@ -7,10 +7,10 @@ import warnings
 import pytest
 import torch
 import transformers as hf
-from models_helpers import build_llama, mixed_layout, random_ids, run
 from tokred_core import TaskPolicies, TokenLayout, TokredError
 from tokred_core.policies import FastV, HiMix
 from tokred_models import apply_reduction, supported_model_types
+from tokred_models.testing import build_llama, mixed_layout, random_ids, run
 
 LAYERS = 4
 

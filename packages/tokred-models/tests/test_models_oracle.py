@@ -20,7 +20,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from models_helpers import (
+from tokred_core import ReductionPlan, Role, image_sets, projection_groups
+from tokred_models import apply_reduction
+from tokred_models.testing import (
     build_llama,
     mixed_layout,
     perturb_image_projections_,
@@ -29,8 +31,6 @@ from models_helpers import (
     rel_err,
     run,
 )
-from tokred_core import ReductionPlan, Role, image_sets, projection_groups
-from tokred_models import apply_reduction
 
 LAYERS = 6
 TOL = 2e-5  # float32 model against a float64 oracle (observed ~1.5e-6)

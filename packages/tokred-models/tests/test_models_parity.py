@@ -12,7 +12,9 @@ import re
 
 import pytest
 import torch
-from models_helpers import (
+from tokred_core import image_sets
+from tokred_models import adapter_for, apply_reduction
+from tokred_models.testing import (
     ARCHITECTURES,
     build,
     grads,
@@ -23,8 +25,6 @@ from models_helpers import (
     rel_err,
     run,
 )
-from tokred_core import image_sets
-from tokred_models import adapter_for, apply_reduction
 
 SHARINGS = ("shared", "modality", "task")
 PROJ = re.compile(r"^(?P<attn>.*)\.(?P<proj>[qkv]_proj)\.(?P<kind>weight|bias)$")

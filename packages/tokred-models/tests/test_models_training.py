@@ -6,7 +6,8 @@ import warnings
 
 import pytest
 import torch
-from models_helpers import (
+from tokred_models import apply_reduction
+from tokred_models.testing import (
     build_llama,
     grads,
     mixed_layout,
@@ -16,7 +17,6 @@ from models_helpers import (
     rel_err,
     run,
 )
-from tokred_models import apply_reduction
 
 LAYERS = 4
 CASES = policy_cases(LAYERS)
