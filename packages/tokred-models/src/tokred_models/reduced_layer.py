@@ -99,90 +99,109 @@ class ReducedLayerForward:
             # layer-0 embeddings go in as an input too, so that reentrant checkpointing also
             # sends the INJECT keys/values' gradient back to them.
             def run(x: torch.Tensor, embeddings: torch.Tensor | None) -> torch.Tensor:
-                return self.forward(x, position_embeddings, tokred_state, embeddings)
+                return self.compute_layer(x, position_embeddings, tokred_state, embeddings)
 
             out = layer._gradient_checkpointing_func(run, hidden_states, tokred_state.embeddings)
         else:
-            out = self.forward(hidden_states, position_embeddings, tokred_state)
+            out = self.compute_layer(hidden_states, position_embeddings, tokred_state)
         return self.adapter.wrap_output(out)
 
     # ------------------------------------------------------------------------------------
-    def forward(
+    def compute_layer(
         self,
         x: torch.Tensor,
         position_embeddings,
         state: ExecutionState,
         embeddings: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`embeddings` overrides `state.embeddings` (the checkpointed copy of them)."""
-        layer, adapter = self.layer, self.adapter
-        attn = adapter.attention(layer)
+        """The layer on the tokens with work in it: x (B, N, d) -> x with the ACTIVE rows
+        updated. `embeddings` overrides `state.embeddings` (the checkpointed copy of them)."""
+        attn = self.adapter.attention(self.layer)
         bsz, seq, _ = x.shape
         state.layout.check_length(seq, bsz)
         if embeddings is None:
             embeddings = state.embeddings
         roles = state.roles[self.layer_idx]
-        active = roles == Role.ACTIVE
-        inject = roles == Role.INJECT
-        a_idx = token_index(active)
+        a_idx = token_index(roles == Role.ACTIVE)
         if a_idx.total == 0:
             return x  # nothing has work in this layer
-
         cos, sin = (t.expand(bsz, -1, -1).reshape(bsz * seq, -1) for t in position_embeddings)
         groups = state.groups.reshape(-1)
-        heads, kv_heads, head_dim = _head_counts(attn)
-
-        x_act = gather_packed(x, a_idx)
-        h = adapter.input_norm(layer)(x_act) if self.norm_placement == "pre" else x_act
-        g_act = groups.index_select(0, a_idx.indices)
-        q = grouped_projection(h, g_act, projection_modules(attn, "q_proj", self.sets)).view(
-            -1, heads, head_dim
-        )
-        k = grouped_projection(h, g_act, projection_modules(attn, "k_proj", self.sets)).view(
-            -1, kv_heads, head_dim
-        )
-        v = grouped_projection(h, g_act, projection_modules(attn, "v_proj", self.sets)).view(
-            -1, kv_heads, head_dim
-        )
-        q, k = adapter.qk_norm(attn, q, k)
-        c_a, s_a = cos.index_select(0, a_idx.indices), sin.index_select(0, a_idx.indices)
-        q, k = _rope(q, c_a, s_a), _rope(k, c_a, s_a)
-
-        q_pad = pack_to_padded(q, a_idx).transpose(1, 2)  # (B, H, Nq, D)
-        k_parts = [pack_to_padded(k, a_idx)]
-        v_parts = [pack_to_padded(v, a_idx)]
-        kv_tok = [a_idx.padded_indices % max(seq, 1)]
-        kv_valid = [a_idx.padded_valid]
-        kv_counts = [a_idx.counts.tolist()]
+        x_act, q, keys = self._active_qkv(x, a_idx, groups, cos, sin, seq)
+        inject = roles == Role.INJECT
         if bool(inject.any()):
             if embeddings is None:
                 raise TokredError(
                     "INJECT tokens need the layer-0 embeddings, but layer 0 did not run"
                 )
-            i_idx = token_index(inject)
-            e = gather_packed(embeddings, i_idx)
-            e = adapter.input_norm(layer)(e) if self.norm_placement == "pre" else e
-            g_inj = groups.index_select(0, i_idx.indices)
-            ki = grouped_projection(e, g_inj, projection_modules(attn, "k_proj", self.sets)).view(
-                -1, kv_heads, head_dim
-            )
-            vi = grouped_projection(e, g_inj, projection_modules(attn, "v_proj", self.sets)).view(
-                -1, kv_heads, head_dim
-            )
-            _, ki = adapter.qk_norm(attn, ki.new_zeros(ki.shape[0], heads, head_dim), ki)
-            ki = _rope(ki, cos.index_select(0, i_idx.indices), sin.index_select(0, i_idx.indices))
-            k_parts.append(pack_to_padded(ki, i_idx))
-            v_parts.append(pack_to_padded(vi, i_idx))
-            kv_tok.append(i_idx.padded_indices % max(seq, 1))
-            kv_valid.append(i_idx.padded_valid)
-            kv_counts.append(i_idx.counts.tolist())
-        # The whole batch's keys in one padded block, for the probe and selections only.
-        k_pad = torch.cat(k_parts, dim=1).transpose(1, 2)  # (B, Hkv, Nk, D)
-        q_tok = a_idx.padded_indices % max(seq, 1)
-        k_tok = torch.cat(kv_tok, dim=1)
-        k_valid = torch.cat(kv_valid, dim=1)
-        q_valid = a_idx.padded_valid
+            keys.append(*self._injected_kv(embeddings, token_index(inject), groups, cos, sin, seq))
+        q_pad = pack_to_padded(q, a_idx).transpose(1, 2)  # (B, H, Nq, D)
+        self._observe(state, attn, q_pad, a_idx, keys, bsz, seq)
+        dropout = getattr(attn, "attention_dropout", 0.0) if attn.training else 0.0
+        o = bucketed_attention(
+            q_pad,
+            a_idx.padded_indices % max(seq, 1),
+            a_idx.padded_valid,
+            keys.counts[0],
+            keys.parts(),
+            scale=attn.scaling,
+            dropout=dropout,
+            window=self.window,
+        )
+        heads = q.shape[1]
+        o = padded_to_packed(o.transpose(1, 2).reshape(bsz, -1, heads * q.shape[2]), a_idx)
+        return scatter_packed(x, self._residual(x_act, attn.o_proj(o)).to(x.dtype), a_idx)
 
+    def _project(self, h: torch.Tensor, groups: torch.Tensor, name: str, heads: int):
+        """One of q/k/v_proj over packed rows, each row through its group's projection set."""
+        modules = projection_modules(self.adapter.attention(self.layer), name, self.sets)
+        return grouped_projection(h, groups, modules).view(-1, heads, self._head_dim())
+
+    def _head_dim(self) -> int:
+        return _head_counts(self.adapter.attention(self.layer))[2]
+
+    def _input_norm(self, h: torch.Tensor) -> torch.Tensor:
+        return self.adapter.input_norm(self.layer)(h) if self.norm_placement == "pre" else h
+
+    def _active_qkv(self, x, a_idx, groups, cos, sin, seq):
+        """The ACTIVE rows, their queries, and their keys/values as the first key part."""
+        attn = self.adapter.attention(self.layer)
+        heads, kv_heads, _ = _head_counts(attn)
+        x_act = gather_packed(x, a_idx)
+        h = self._input_norm(x_act)
+        g_act = groups.index_select(0, a_idx.indices)
+        q = self._project(h, g_act, "q_proj", heads)
+        k = self._project(h, g_act, "k_proj", kv_heads)
+        v = self._project(h, g_act, "v_proj", kv_heads)
+        q, k = self.adapter.qk_norm(attn, q, k)
+        c_a, s_a = cos.index_select(0, a_idx.indices), sin.index_select(0, a_idx.indices)
+        q, k = _rope(q, c_a, s_a), _rope(k, c_a, s_a)
+        keys = _KeyParts()
+        keys.append(k, v, a_idx, seq)
+        return x_act, q, keys
+
+    def _injected_kv(self, embeddings, i_idx, groups, cos, sin, seq):
+        """Keys/values of the INJECT tokens: their layer-0 embeddings through this layer's
+        input norm and projections (HiMix)."""
+        attn = self.adapter.attention(self.layer)
+        heads, kv_heads, head_dim = _head_counts(attn)
+        e = self._input_norm(gather_packed(embeddings, i_idx))
+        g_inj = groups.index_select(0, i_idx.indices)
+        ki = self._project(e, g_inj, "k_proj", kv_heads)
+        vi = self._project(e, g_inj, "v_proj", kv_heads)
+        _, ki = self.adapter.qk_norm(attn, ki.new_zeros(ki.shape[0], heads, head_dim), ki)
+        ki = _rope(ki, cos.index_select(0, i_idx.indices), sin.index_select(0, i_idx.indices))
+        return ki, vi, i_idx, seq
+
+    def _observe(self, state, attn, q_pad, a_idx, keys, bsz, seq) -> None:
+        """The probe and the dynamic selections see the whole batch's keys in one block."""
+        if state.probe is None and not state.plan.selections_at(self.layer_idx):
+            return
+        k_pad = torch.cat(keys.padded_k, dim=1).transpose(1, 2)  # (B, Hkv, Nk, D)
+        q_tok = a_idx.padded_indices % max(seq, 1)
+        k_tok = torch.cat(keys.tokens, dim=1)
+        k_valid = torch.cat(keys.valid, dim=1)
+        q_valid = a_idx.padded_valid
         if state.probe is not None and self.layer_idx not in state.probed_layers:
             state.probed_layers.add(self.layer_idx)  # once per forward, not again on recompute
             state.probe(
@@ -199,32 +218,14 @@ class ReducedLayerForward:
             )
         self._select(state, q_pad, k_pad, q_tok, k_tok, q_valid, k_valid, bsz, seq)
 
-        dropout = getattr(attn, "attention_dropout", 0.0) if attn.training else 0.0
-        parts = [
-            KeyPart(kp.transpose(1, 2), vp.transpose(1, 2), tok, valid, counts)
-            for kp, vp, tok, valid, counts in zip(
-                k_parts, v_parts, kv_tok, kv_valid, kv_counts, strict=True
-            )
-        ]
-        o = bucketed_attention(
-            q_pad,
-            q_tok,
-            q_valid,
-            kv_counts[0],
-            parts,
-            scale=attn.scaling,
-            dropout=dropout,
-            window=self.window,
-        )
-        o = padded_to_packed(o.transpose(1, 2).reshape(bsz, -1, heads * head_dim), a_idx)
-        o = attn.o_proj(o)
+    def _residual(self, x_act: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        """Attention output into the residual, then the FFN, in the family's norm placement."""
+        layer, adapter = self.layer, self.adapter
         if self.norm_placement == "pre":
             x1 = x_act + o
-            x2 = x1 + adapter.mlp(layer)(adapter.post_norm(layer)(x1))
-        else:
-            x1 = x_act + adapter.input_norm(layer)(o)
-            x2 = x1 + adapter.post_norm(layer)(adapter.mlp(layer)(x1))
-        return scatter_packed(x, x2.to(x.dtype), a_idx)
+            return x1 + adapter.mlp(layer)(adapter.post_norm(layer)(x1))
+        x1 = x_act + adapter.input_norm(layer)(o)
+        return x1 + adapter.post_norm(layer)(adapter.mlp(layer)(x1))
 
     # ------------------------------------------------------------------------------------
     def _select(self, state, q_pad, k_pad, q_tok, k_tok, q_valid, k_valid, bsz, seq) -> None:
@@ -255,6 +256,33 @@ class ReducedLayerForward:
                 kept[rows[kept_slots]] = True
                 kept = kept.view(bsz, seq)
                 state.plan.apply_selection(sel, kept)
+
+
+class _KeyParts:
+    """The key/value parts of one layer's attention (ACTIVE, then INJECT), padded per
+    sample, with their token indices, validity and per-sample counts."""
+
+    def __init__(self) -> None:
+        self.padded_k: list[torch.Tensor] = []
+        self.padded_v: list[torch.Tensor] = []
+        self.tokens: list[torch.Tensor] = []
+        self.valid: list[torch.Tensor] = []
+        self.counts: list[list[int]] = []
+
+    def append(self, k: torch.Tensor, v: torch.Tensor, index, seq: int) -> None:
+        self.padded_k.append(pack_to_padded(k, index))
+        self.padded_v.append(pack_to_padded(v, index))
+        self.tokens.append(index.padded_indices % max(seq, 1))
+        self.valid.append(index.padded_valid)
+        self.counts.append(index.counts.tolist())
+
+    def parts(self) -> list[KeyPart]:
+        return [
+            KeyPart(kp.transpose(1, 2), vp.transpose(1, 2), tok, valid, counts)
+            for kp, vp, tok, valid, counts in zip(
+                self.padded_k, self.padded_v, self.tokens, self.valid, self.counts, strict=True
+            )
+        ]
 
 
 def _head_counts(attn: nn.Module) -> tuple[int, int, int]:
