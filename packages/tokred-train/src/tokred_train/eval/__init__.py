@@ -24,9 +24,11 @@ from .decode import DECODE_MODES, decode_batch, reduction_context
 from .generation import (
     GENERATION_ATTRIBUTES,
     GenerationResult,
+    ImageBlock,
     evaluate_generation,
     generate_image_codes,
     generation_chance,
+    image_block,
     image_writing,
     score_generated_codes,
 )
@@ -47,6 +49,8 @@ __all__ = [
     "exact_match",
     "generate_image_codes",
     "generation_chance",
+    "ImageBlock",
+    "image_block",
     "image_writing",
     "normalize_answer",
     "question_type",

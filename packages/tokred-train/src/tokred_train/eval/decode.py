@@ -182,6 +182,45 @@ def _last_logits(out: Any) -> torch.Tensor:
     return logits[:, -1]
 
 
+def _whole_sequence(
+    model: nn.Module,
+    rows: list[list[int]],
+    spans: list[list[Any]],
+    task: Task,
+    step: int,
+    mode: str,
+    pad_id: int,
+    **extra: Any,
+) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """One forward over every row's prompt plus the `step` ids decoded so far, left-padded:
+    (the model's output, the attention mask, the position ids). In "reduced" mode the
+    patched model runs it under its reduction; in "cached" mode it fills the KV cache."""
+    device = model_device(model)
+    ids, mask = _left_pad(rows, pad_id)
+    layout = TokenLayout.from_spans(
+        [s + ([(Segment.OUTPUT, step)] if step else []) for s in spans],
+        [task] * len(rows),
+        length=ids.shape[1],
+        padding_side="left",
+    )
+    positions = layout.position_ids()
+    kwargs: dict[str, Any] = dict(
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
+        position_ids=positions.to(device),
+        logits_to_keep=1,
+    )
+    if mode == "reduced":
+        kwargs["use_cache"] = False
+        # No image token yet (first generation step): every policy plans the full
+        # forward for text, so the plain call is the reduced one.
+        if is_patched(model) and bool(layout.image_mask().any()):
+            kwargs["tokred_layout"] = layout
+    else:
+        kwargs["use_cache"] = True
+    return model(**kwargs, **extra), mask, positions
+
+
 @torch.no_grad()
 def decode_batch(
     model: nn.Module,
@@ -215,39 +254,17 @@ def decode_batch(
         return torch.zeros((0, max_new_tokens), dtype=torch.long)
     extra = dict(model_kwargs or {})
     device = model_device(model)
-    patched = is_patched(model)
     rows = [list(p.ids) for p in prompts]
     spans = [list(p.spans) for p in prompts]
-    tasks = [task] * len(prompts)
     out_ids = torch.full((len(prompts), max_new_tokens), pad_id, dtype=torch.long)
     finished = torch.zeros(len(prompts), dtype=torch.bool)
     past = None
     mask = positions = None
     for step in range(max_new_tokens):
         if mode == "reduced" or step == 0:
-            ids, mask = _left_pad(rows, pad_id)
-            layout = TokenLayout.from_spans(
-                [s + ([(Segment.OUTPUT, step)] if step else []) for s in spans],
-                tasks,
-                length=ids.shape[1],
-                padding_side="left",
+            out, mask, positions = _whole_sequence(
+                model, rows, spans, task, step, mode, pad_id, **extra
             )
-            positions = layout.position_ids()
-            kwargs: dict[str, Any] = dict(
-                input_ids=ids.to(device),
-                attention_mask=mask.to(device),
-                position_ids=positions.to(device),
-                logits_to_keep=1,
-            )
-            if mode == "reduced":
-                kwargs["use_cache"] = False
-                # No image token yet (first generation step): every policy plans the full
-                # forward for text, so the plain call is the reduced one.
-                if patched and bool(layout.image_mask().any()):
-                    kwargs["tokred_layout"] = layout
-            else:
-                kwargs["use_cache"] = True
-            out = model(**kwargs, **extra)
             past = getattr(out, "past_key_values", None) if mode == "cached" else None
         else:
             mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.long)], dim=1)

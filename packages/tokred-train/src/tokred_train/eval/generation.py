@@ -15,7 +15,7 @@ import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -34,6 +34,8 @@ __all__ = [
     "evaluate_generation",
     "generate_image_codes",
     "generation_chance",
+    "ImageBlock",
+    "image_block",
     "image_writing",
     "score_generated_codes",
 ]
@@ -204,7 +206,7 @@ def generate_image_codes(
             {"task": "generation", "prompt": text}, [], vocab, system_prompt, with_output=False
         )
         encoded.append(Prompt(s.ids, s.spans))
-    code_ids, template = image_writing(vocab, vq)
+    code_ids, template = image_block(vocab, vq)
     generator = torch.Generator().manual_seed(int(seed)) if temperature > 0 else None
     was_training = model.training
     model.eval()
@@ -236,9 +238,17 @@ def generate_image_codes(
     return lookup[ids], resolved
 
 
-def image_writing(vocab: Any, vq: Any) -> tuple[torch.Tensor, list[int | None]]:
-    """How `vocab` writes one generated image: (the id of each code, (codebook_size,);
-    the block template, one entry per id: a fixed id, or None where a code goes).
+class ImageBlock(NamedTuple):
+    """How a vocabulary writes one generated image."""
+
+    code_ids: torch.Tensor
+    """(codebook_size,) the token id of each code."""
+    template: list[int | None]
+    """One entry per id of the block: a fixed id, or None where a code goes."""
+
+
+def image_block(vocab: Any, vq: Any) -> ImageBlock:
+    """How `vocab` writes one generated image: the id of each code and the block template.
 
     Vocabularies that define `code_token_ids` / `image_token_template` say so themselves
     (Emu3: a size prefix and row ends); otherwise the image ids must be one contiguous
@@ -266,7 +276,11 @@ def image_writing(vocab: Any, vq: Any) -> tuple[torch.Tensor, list[int | None]]:
             f"{type(vocab).__name__}: {len(code_ids)} code ids and {slots} code slots per image, "
             f"but the image tokenizer has {size} codes and {per_image} per image"
         )
-    return code_ids, template
+    return ImageBlock(code_ids, template)
+
+
+#: The name this had before it said what it returns (kept for callers of that name).
+image_writing = image_block
 
 
 def evaluate_generation(

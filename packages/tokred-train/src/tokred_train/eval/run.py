@@ -19,7 +19,7 @@ images are produced but not scored (there is no detector for real images).
 
 Model families (tokred_train.families): Janus decodes through `JanusForDecoding`
 (SigLIP pixels for questions, generation_head for codes). Images are written slot by slot
-as the family's template says (`evaluate.image_writing`: Emu3's size prefix and row ends
+as the family's template says (`generation.image_block`: Emu3's size prefix and row ends
 are forced, codes picked among the code ids). Chameleon has no VQ decoder in
 transformers, so `evaluate_run` scores its understanding and says why generation was
 left out.
@@ -51,7 +51,7 @@ from .generation import (
     GenerationResult,
     evaluate_generation,
     generate_image_codes,
-    image_writing,
+    image_block,
 )
 from .grid import save_sample_grid
 from .janus import JanusForDecoding
@@ -208,7 +208,7 @@ def _decoders(run: LoadedRun, cfg_weight: float | None = None) -> tuple[nn.Modul
 def generation_unsupported(run: LoadedRun) -> str | None:
     """Why evaluation cannot write this run's images, or None when it can."""
     try:
-        image_writing(run.vocab, run.vq)
+        image_block(run.vocab, run.vq)
     except TokredError as exc:
         return str(exc)
     if not getattr(run.vq, "can_decode", True):
@@ -241,8 +241,7 @@ def evaluate_run(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     und, codes, gen, refs, und_pixels = eval_records(run, num_understanding, num_generation)
-    why_not = generation_unsupported(run) if gen else None
-    system_prompt = run.data.system_prompt
+    settings = _Decoding(mode, policies, temperature, seed, batch_size)
     out: dict[str, Any] = {"run_dir": str(run.run_dir) if run.run_dir else None}
     started = time.perf_counter()
     u: UnderstandingResult | None = None
@@ -256,47 +255,15 @@ def evaluate_run(
             mode=mode,
             policies=policies,
             batch_size=batch_size,
-            system_prompt=system_prompt,
+            system_prompt=run.data.system_prompt,
         )
         out["understanding"] = u.to_dict()
     out["understanding_time_s"] = time.perf_counter() - started
     started = time.perf_counter()
-    if why_not is not None:
-        out["generation"] = {"total": 0, "skipped": why_not}
-    elif gen:
-        scored = run.config.data.kind == "shapes"
-        if scored:
-            g: GenerationResult = evaluate_generation(
-                writer,
-                run.vocab,
-                run.vq,
-                gen,
-                mode=mode,
-                policies=policies,
-                temperature=temperature,
-                seed=seed,
-                batch_size=batch_size,
-                system_prompt=system_prompt,
-            )
-            out["generation"] = g.to_dict()
-            images, prompts, marks = g.images, g.prompts, [c["all"] for c in g.checks]
-        else:
-            images, prompts = _generate_unscored(
-                run, writer, gen, mode, policies, temperature, seed, batch_size
-            )
-            marks = None
-            out["generation"] = {"total": len(gen), "scored": False}
-        k = min(grid_size, len(prompts))
-        if k and images is not None:
-            grid = save_sample_grid(
-                images[:k],
-                prompts[:k],
-                out_dir / "samples.png",
-                marks=marks[:k] if marks else None,
-                references=refs[:k] if refs is not None else None,
-                title=f"generated (frame: detector check {'passed' if marks else 'n/a'})",
-            )
-            out["sample_grid"] = str(grid)
+    if gen:
+        out.update(
+            _generation(run, writer, gen, refs, settings, out_dir / "samples.png", grid_size)
+        )
     out["generation_time_s"] = time.perf_counter() - started
     out["settings"] = {
         "num_understanding": len(und),
@@ -313,18 +280,79 @@ def evaluate_run(
     return out
 
 
-def _generate_unscored(run, writer, gen, mode, policies, temperature, seed, batch_size):
+@dataclass(frozen=True)
+class _Decoding:
+    """How both tasks decode in one evaluation."""
+
+    mode: str
+    policies: Any
+    temperature: float
+    seed: int
+    batch_size: int
+
+
+def _generation(
+    run: LoadedRun,
+    writer: nn.Module,
+    gen: list[dict[str, Any]],
+    refs: list[Any] | None,
+    settings: _Decoding,
+    grid_path: Path,
+    grid_size: int,
+) -> dict[str, Any]:
+    """The generation part of eval.json: scored by the detector on the shapes set, only
+    generated elsewhere (or skipped, saying why); plus the sample grid."""
+    why_not = generation_unsupported(run)
+    if why_not is not None:
+        return {"generation": {"total": 0, "skipped": why_not}}
+    out: dict[str, Any] = {}
+    if run.config.data.kind == "shapes":
+        g: GenerationResult = evaluate_generation(
+            writer,
+            run.vocab,
+            run.vq,
+            gen,
+            mode=settings.mode,
+            policies=settings.policies,
+            temperature=settings.temperature,
+            seed=settings.seed,
+            batch_size=settings.batch_size,
+            system_prompt=run.data.system_prompt,
+        )
+        out["generation"] = g.to_dict()
+        images, prompts, marks = g.images, g.prompts, [c["all"] for c in g.checks]
+    else:
+        images, prompts = _generate_unscored(run, writer, gen, settings)
+        marks = None
+        out["generation"] = {"total": len(gen), "scored": False}
+    k = min(grid_size, len(prompts))
+    if k and images is not None:
+        grid = save_sample_grid(
+            images[:k],
+            prompts[:k],
+            grid_path,
+            marks=marks[:k] if marks else None,
+            references=refs[:k] if refs is not None else None,
+            title=f"generated (frame: detector check {'passed' if marks else 'n/a'})",
+        )
+        out["sample_grid"] = str(grid)
+    return out
+
+
+def _generate_unscored(
+    run: LoadedRun, writer: nn.Module, gen: list[dict[str, Any]], settings: _Decoding
+) -> tuple[Any, list[str]]:
     """Images for prompts without a detector (real data): generate and decode only."""
     codes, _ = generate_image_codes(
         writer,
         run.vocab,
         run.vq,
         [r["prompt"] for r in gen],
-        mode=mode,
-        policies=policies,
-        temperature=temperature,
-        seed=seed,
-        batch_size=batch_size,
+        mode=settings.mode,
+        policies=settings.policies,
+        temperature=settings.temperature,
+        seed=settings.seed,
+        batch_size=settings.batch_size,
         system_prompt=run.data.system_prompt,
     )
     images = run.vq.decode(codes) if hasattr(run.vq, "decode") else None
