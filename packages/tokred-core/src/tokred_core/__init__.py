@@ -17,7 +17,10 @@ from .policies import (
     TaskPolicies,
     available_policies,
     build_policy,
+    parse_policy,
+    parse_task_policies,
     policy_class,
+    split_policy_spec,
 )
 from .roles import ROLE_NAMES, Role
 from .shapes import PRESETS, DecoderShape, load_shape
@@ -40,6 +43,9 @@ __all__ = [
     "TaskPolicies",
     "available_policies",
     "build_policy",
+    "parse_policy",
+    "parse_task_policies",
+    "split_policy_spec",
     "policy_class",
     "Sharing",
     "image_sets",

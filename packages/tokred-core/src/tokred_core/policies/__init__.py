@@ -16,6 +16,7 @@ from .hmgen import HMGen, HMGenConfig, shallow_layers
 from .none import NoReduction
 from .pyramid_drop import PyramidDrop, PyramidDropConfig
 from .random_drop import RandomDrop, RandomDropConfig
+from .spec import parse_policy, parse_task_policies, split_policy_spec
 
 __all__ = [
     "Policy",
@@ -24,6 +25,9 @@ __all__ = [
     "build_policy",
     "policy_class",
     "register_policy",
+    "parse_policy",
+    "parse_task_policies",
+    "split_policy_spec",
     "TaskPolicies",
     "NoReduction",
     "HiMix",
