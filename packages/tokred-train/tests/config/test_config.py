@@ -106,3 +106,51 @@ def test_file_errors(tmp_path):
         load_config(bad)
     bad.write_text("")
     assert load_config(bad) == TrainConfig()
+
+
+def test_a_policy_with_options_reads_as_on_the_command_line(tmp_path):
+    # `hmgen:num_shallow=1` (tokred_core.parse_policy's grammar) is the name plus options,
+    # as an override, in YAML, and as the `policy` key; it saves as the long form.
+    long = load_config(
+        {"reduction": {"generation": {"policy": "hmgen", "options": {"num_shallow": 1}}}}
+    )
+    short = load_config(None, ["reduction.generation=hmgen:num_shallow=1"])
+    assert short == long
+    assert config_to_dict(short)["reduction"]["generation"] == {
+        "policy": "hmgen",
+        "options": {"num_shallow": 1},
+    }
+    path = tmp_path / "c.yaml"
+    path.write_text("reduction:\n  generation: hmgen:num_shallow=1:pattern=contiguous\n")
+    from_yaml = load_config(path)
+    assert from_yaml.reduction.generation.options == {"num_shallow": 1, "pattern": "contiguous"}
+    assert load_config(save_config(from_yaml, tmp_path / "saved.yaml")) == from_yaml
+    # Options in the text win over the options mapping; the others are kept.
+    both = load_config(
+        {
+            "reduction": {
+                "generation": {
+                    "policy": "hmgen:num_shallow=1",
+                    "options": {"num_shallow": 2, "pattern": "contiguous"},
+                }
+            }
+        }
+    )
+    assert both.reduction.generation.options == {"num_shallow": 1, "pattern": "contiguous"}
+    # A bare name keeps behaving and saving exactly as before.
+    plain = load_config(None, ["reduction.understanding=himix"])
+    assert config_to_dict(plain)["reduction"]["understanding"] == {"policy": "himix", "options": {}}
+    # Mistakes name the bad part, under the task's key where the policy is the judge.
+    for override, message in [
+        ("reduction.generation=hmgen:oops", "reduction policy option 'oops' must be key=value"),
+        (
+            "reduction.generation=hmgen:num_shallow=one",
+            "reduction.generation: hmgen.num_shallow='one'",
+        ),
+        ("reduction.generation=hmgen:depth=1", "reduction.generation: unknown key 'depth'"),
+        ("reduction.understanding=nope:x=1", "reduction.understanding: unknown policy 'nope'"),
+        ("reduction.generation=hmgen:num_shallow=3", "reduction.generation: hmgen num_shallow=3"),
+    ]:
+        with pytest.raises(TokredError) as info:
+            load_config(None, [override])
+        assert message in str(info.value), override

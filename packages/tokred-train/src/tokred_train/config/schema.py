@@ -193,15 +193,32 @@ def split_data_path(entry: str, default_kind: str) -> tuple[str, str]:
 
 @dataclass
 class PolicySpec:
-    """One task's reduction policy. YAML: `{policy: hmgen, options: {num_shallow: 1}}`, or
-    just the name: `hmgen`."""
+    """One task's reduction policy. YAML: `{policy: hmgen, options: {num_shallow: 1}}`, just
+    the name: `hmgen`, or the name with options as on the command line: `hmgen:num_shallow=1`
+    (tokred_core.parse_policy's grammar; stored as name and options, so it saves as the
+    first form)."""
 
     SHORTHAND_FIELD: ClassVar[str] = "policy"
 
     policy: str = "none"
-    """A tokred_core policy name (none, himix, hmgen, fastv, pyramid_drop, random_drop)."""
+    """A tokred_core policy name (none, himix, hmgen, fastv, pyramid_drop, random_drop),
+    optionally with options: `hmgen:num_shallow=1:pattern=contiguous`."""
     options: dict[str, Any] = field(default_factory=dict)
-    """The policy's config fields, e.g. {start_layer: 1} for himix."""
+    """The policy's config fields, e.g. {start_layer: 1} for himix (options written in
+    `policy` win over these)."""
+
+    def __post_init__(self) -> None:
+        if ":" not in self.policy:
+            return  # a bare name stays exactly as given
+        from tokred_core import split_policy_spec
+
+        name, given = split_policy_spec(self.policy, what="reduction policy")
+        self.policy, self.options = name, {**self.options, **given}
+        try:  # typed as the policy reads them (num_shallow: 1, not '1'), as YAML would give
+            config = self.build().config
+        except TokredError:
+            return  # ReductionConfig reports it under its key (reduction.generation: ...)
+        self.options.update({key: getattr(config, key) for key in given})
 
     def build(self):
         return build_policy(self.policy, **self.options)
