@@ -1,7 +1,13 @@
 """tokred-models: where reduction plugs in. Instance-level patching of Hugging Face decoders."""
 
 from .adapters import DecoderAdapter, adapter_for, register_adapter, supported_model_types
-from .patch import LAYOUT_KWARG, ReductionHandle, apply_reduction, reduction_handle
+from .patch import (
+    LAYOUT_KWARG,
+    ReductionHandle,
+    apply_reduction,
+    patched_model,
+    reduction_handle,
+)
 from .state import ExecutionState
 
 __all__ = [
@@ -11,6 +17,7 @@ __all__ = [
     "supported_model_types",
     "apply_reduction",
     "reduction_handle",
+    "patched_model",
     "ReductionHandle",
     "ExecutionState",
     "LAYOUT_KWARG",

@@ -37,6 +37,7 @@ from .state import ExecutionState, ProbeCallback
 __all__ = [
     "apply_reduction",
     "reduction_handle",
+    "patched_model",
     "ReductionHandle",
     "HANDLE_ATTR",
     "LAYOUT_KWARG",
@@ -184,5 +185,19 @@ def apply_reduction(
 
 
 def reduction_handle(model: nn.Module) -> ReductionHandle | None:
-    """The handle of the reduction applied to `model` (None when it is not patched)."""
+    """The handle of the reduction applied to `model` (None when it is not patched).
+
+    A peft wrapper forwards attribute reads to the model it wraps, so the handle of a
+    patched model is found through its wrapper too."""
     return getattr(model, HANDLE_ATTR, None)
+
+
+def patched_model(model: nn.Module) -> nn.Module:
+    """The module `apply_reduction` patched: `model` itself, or the model inside its peft
+    wrapper (`base_model.model`). A TokredError when neither is patched."""
+    # The wrapper would answer for its inner model (see reduction_handle): look inside first.
+    inner = getattr(getattr(model, "base_model", None), "model", None)
+    for candidate in (inner, model):
+        if isinstance(candidate, nn.Module) and HANDLE_ATTR in vars(candidate):
+            return candidate
+    raise TokredError(f"{type(model).__name__} is not reduction-patched (apply_reduction)")

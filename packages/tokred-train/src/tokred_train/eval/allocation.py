@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from tokred_core import TokredError
+from tokred_models import patched_model
 from torch import nn
 
 from .decode import reduction_context
@@ -79,7 +80,7 @@ def attention_allocation(
             reduction_context(model, "reduced", policies),
             AttentionProbe(model, chunk_size) as probe,
         ):
-            step = TrainStep(_patched_model(model), data.loss_path)
+            step = TrainStep(patched_model(model), data.loss_path)
             with torch.no_grad():
                 for task, n in sizes.items():
                     for start in range(0, n, batch_size):
@@ -92,18 +93,6 @@ def attention_allocation(
     finally:
         model.train(was_training)
     return result
-
-
-def _patched_model(model: nn.Module) -> nn.Module:
-    """The reduction-patched Hugging Face model itself (inside a peft wrapper, if any)."""
-    from tokred_models import reduction_handle
-
-    # peft forwards attribute reads to the wrapped model, so look inside the wrapper first.
-    inner = getattr(getattr(model, "base_model", None), "model", None)
-    for candidate in (inner, model):
-        if candidate is not None and reduction_handle(candidate) is not None:
-            return candidate
-    raise TokredError(f"{type(model).__name__} is not reduction-patched")
 
 
 def allocation_to_dict(result: Any, **extra: Any) -> dict[str, Any]:

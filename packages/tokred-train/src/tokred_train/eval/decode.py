@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import torch
 from tokred_core import Segment, Task, TokenLayout, TokredError
+from tokred_models import reduction_handle
 from torch import nn
 
 __all__ = [
@@ -62,7 +63,7 @@ class Prompt:
 
 def is_patched(model: nn.Module) -> bool:
     """True when `apply_reduction` patched this model (its handle is attached)."""
-    return _handle(model) is not None
+    return reduction_handle(model) is not None
 
 
 @contextmanager
@@ -91,12 +92,12 @@ def reduction_context(
     elif policies is not None:
         resolved = "reduced"
     else:
-        resolved = "reduced" if patched and not _is_identity(_handle(model)) else "cached"
+        resolved = "reduced" if patched and not _is_identity(reduction_handle(model)) else "cached"
     if policies is None:
         yield resolved
         return
     if patched:
-        handle = _handle(model)
+        handle = reduction_handle(model)
         before = handle.policies
         handle.set_policies(policies)
         try:
@@ -111,12 +112,6 @@ def reduction_context(
         yield resolved
     finally:
         handle.undo()
-
-
-def _handle(model: nn.Module) -> Any:
-    from tokred_models import reduction_handle
-
-    return reduction_handle(model)
 
 
 def _is_identity(handle: Any) -> bool:

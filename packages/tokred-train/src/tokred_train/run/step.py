@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 from tokred_core import TokredError
+from tokred_models import patched_model, reduction_handle
 from torch import nn
 
 from ..data.collate import IGNORE_INDEX
@@ -133,9 +134,5 @@ class TrainStep(nn.Module):
 
 def _decoder(model: nn.Module) -> nn.Module:
     """The module `apply_reduction` patched: the decoder stack under the LM head."""
-    from tokred_models import reduction_handle
-
-    handle = reduction_handle(model)
-    if handle is None:
-        raise TokredError(f"{type(model).__name__} is not reduction-patched (apply_reduction)")
-    return handle.adapter.decoder(model)
+    patched = patched_model(model)
+    return reduction_handle(patched).adapter.decoder(patched)
