@@ -1,4 +1,5 @@
-"""Chameleon's image tokenizer: `ChameleonVQVAE` (encoder only) and its BPE vocabulary map.
+"""Chameleon: its image tokenizer (`ChameleonVQVAE`, encoder only, and its BPE vocabulary
+map), its pixel spec and its `ModelIO` factory (`chameleon_io`).
 
 Pipeline (as `ChameleonModel.get_image_tokens` and `ChameleonImageProcessor` do it):
 - pixels: shortest edge resized to `vq_config.resolution` (512) with LANCZOS, centre crop

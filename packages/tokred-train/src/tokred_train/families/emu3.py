@@ -1,4 +1,5 @@
-"""Emu3's image tokenizer: `Emu3VQVAE` (a MoVQGAN with temporal layers) and its vocabulary map.
+"""Emu3: its image tokenizer (`Emu3VQVAE`, a MoVQGAN with temporal layers, and its
+vocabulary map), its pixel spec and its `ModelIO` factory (`emu3_io`).
 
 Pipeline (as `Emu3Model.get_image_tokens` / `decode_image_tokens` do it):
 - pixels: Emu3ImageProcessor resizes each image to its own size (aspect kept, area within

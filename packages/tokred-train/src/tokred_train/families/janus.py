@@ -1,4 +1,5 @@
-"""Janus's image tokenizer: `JanusVQVAE` (LlamaGen VQ-16) in `JanusModel.vqmodel`.
+"""Janus(-Pro): its image tokenizer (`JanusVQVAE`, LlamaGen VQ-16, in
+`JanusModel.vqmodel`), its SigLIP pixel spec and its `ModelIO` factory (`janus_io`).
 
 Pipeline:
 - pixels: JanusImageProcessor: longest edge resized to 384 (BICUBIC, short side at least

@@ -1,4 +1,6 @@
-"""Hugging Face model families: what a `model.kind: hf` run needs besides the weights.
+"""The registry of model families: which `ModelIO` factory serves a `model_type`.
+
+A family is what a `model.kind: hf` run needs besides the weights.
 
 A real unified model reads images as *its own* VQ codes (or pixels, for an encoder of its
 own) and text as *its own* token ids, so training it needs the family's image tokenizer
