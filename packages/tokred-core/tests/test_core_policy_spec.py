@@ -28,6 +28,23 @@ def test_split_a_name_and_its_options():
     assert split_policy_spec("fastv:query=") == ("fastv", {"query": ""})  # the policy judges ''
 
 
+def test_typed_options_read_as_the_policy_reads_them():
+    name, options = split_policy_spec(
+        "hmgen:num_shallow=1:layers=2,4:pattern=alternate", typed=True
+    )
+    assert (name, options) == (
+        "hmgen",
+        {"num_shallow": 1, "layers": [2, 4], "pattern": "alternate"},
+    )
+    assert split_policy_spec("fastv:keep_ratio=0.25", typed=True)[1] == {"keep_ratio": 0.25}
+    assert split_policy_spec("hmgen:layers=none", typed=True)[1] == {"layers": None}
+    # What the policy cannot read stays text, for build_policy to report with its context.
+    assert split_policy_spec("hmgen:num_shallow=one", typed=True)[1] == {"num_shallow": "one"}
+    assert split_policy_spec("hmgen:depth=1", typed=True)[1] == {"depth": "1"}
+    assert split_policy_spec("nosuch:x=1", typed=True) == ("nosuch", {"x": "1"})
+    assert split_policy_spec("hmgen:pattern=zigzag", typed=True)[1] == {"pattern": "zigzag"}
+
+
 @pytest.mark.parametrize(
     "text, bad", [("hmgen:oops", "'oops'"), ("hmgen:", "''"), ("hmgen:=1", "'=1'")]
 )

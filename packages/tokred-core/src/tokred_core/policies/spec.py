@@ -15,25 +15,48 @@ from (e.g. "--policy"), so the message points at it.
 
 from __future__ import annotations
 
+import typing
+from typing import Any
+
 from ..errors import TokredError
 from ..layout import parse_task
-from .base import Policy, build_policy
+from .base import Policy, _coerce, build_policy, policy_class
 from .composite import TaskPolicies
 
 __all__ = ["parse_policy", "parse_task_policies", "split_policy_spec"]
 
 
-def split_policy_spec(text: str, what: str = "policy") -> tuple[str, dict[str, str]]:
+def split_policy_spec(
+    text: str, what: str = "policy", typed: bool = False
+) -> tuple[str, dict[str, Any]]:
     """'hmgen:num_shallow=1' -> ('hmgen', {'num_shallow': '1'}); a bare name has no options.
-    Only the syntax is checked: the name and the values are the policy's to judge."""
+    Only the syntax is checked: the name and the values are the policy's to judge. `typed`:
+    values the policy can read come in its fields' types ({'num_shallow': 1}, as YAML would
+    give them); the rest (an unknown policy or key, a bad value) stay text for
+    `build_policy` to report."""
     name, *opts = text.split(":")
-    options = {}
+    options: dict[str, Any] = {}
     for opt in opts:
         key, sep, value = opt.partition("=")
         if not sep or not key.strip():
             raise TokredError(f"{what} option {opt!r} must be key=value, e.g. hmgen:num_shallow=1")
         options[key.strip()] = value.strip()
-    return name.strip(), options
+    name = name.strip()
+    return name, (_typed(name, options) if typed else options)
+
+
+def _typed(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    try:
+        hints = typing.get_type_hints(policy_class(name).config_class)
+    except TokredError:
+        return options
+    out = {}
+    for key, value in options.items():
+        try:
+            out[key] = _coerce(value, hints[key], f"{name}.{key}") if key in hints else value
+        except TokredError:
+            out[key] = value
+    return out
 
 
 def parse_policy(text: str, what: str = "policy") -> Policy:
