@@ -194,31 +194,21 @@ def split_data_path(entry: str, default_kind: str) -> tuple[str, str]:
 @dataclass
 class PolicySpec:
     """One task's reduction policy. YAML: `{policy: hmgen, options: {num_shallow: 1}}`, just
-    the name: `hmgen`, or the name with options as on the command line: `hmgen:num_shallow=1`
-    (tokred_core.parse_policy's grammar; stored as name and options, so it saves as the
-    first form)."""
+    the name: `hmgen`, or both as on the command line: `hmgen:num_shallow=1` (saved as first)."""
 
     SHORTHAND_FIELD: ClassVar[str] = "policy"
 
     policy: str = "none"
-    """A tokred_core policy name (none, himix, hmgen, fastv, pyramid_drop, random_drop),
-    optionally with options: `hmgen:num_shallow=1:pattern=contiguous`."""
+    """A tokred_core policy name (none, himix, hmgen, fastv, pyramid_drop, random_drop)."""
     options: dict[str, Any] = field(default_factory=dict)
-    """The policy's config fields, e.g. {start_layer: 1} for himix (options written in
-    `policy` win over these)."""
+    """The policy's config fields, e.g. {start_layer: 1} for himix."""
 
     def __post_init__(self) -> None:
-        if ":" not in self.policy:
-            return  # a bare name stays exactly as given
-        from tokred_core import split_policy_spec
+        if ":" in self.policy:  # tokred_core's grammar, `hmgen:num_shallow=1`: its options win
+            from tokred_core import split_policy_spec
 
-        name, given = split_policy_spec(self.policy, what="reduction policy")
-        self.policy, self.options = name, {**self.options, **given}
-        try:  # typed as the policy reads them (num_shallow: 1, not '1'), as YAML would give
-            config = self.build().config
-        except TokredError:
-            return  # ReductionConfig reports it under its key (reduction.generation: ...)
-        self.options.update({key: getattr(config, key) for key in given})
+            self.policy, given = split_policy_spec(self.policy, "reduction policy", typed=True)
+            self.options = {**self.options, **given}
 
     def build(self):
         return build_policy(self.policy, **self.options)
