@@ -23,34 +23,28 @@ import time
 import torch
 from tokred_core import TaskPolicies, TokenLayout, build_policy
 from tokred_core.cost import canonical_spans, plan_cost
-from tokred_core.shapes import DecoderShape
 from tokred_models import apply_reduction
-from transformers import LlamaConfig, LlamaForCausalLM
+from tokred_models.tiny import TinyUnifiedConfig, build_tiny_unified_model
+from transformers import LlamaForCausalLM
 
 
-def build_model(args) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
+def tiny_config(args) -> TinyUnifiedConfig:
+    """The benchmarked decoder: the embedded tiny model's Llama at the flags' sizes."""
+    return TinyUnifiedConfig(
         vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        intermediate_size=args.ffn,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        num_key_value_heads=args.kv_heads,
-        max_position_embeddings=4096,
-        attn_implementation="sdpa",
-    )
-    return LlamaForCausalLM(config).train()
-
-
-def shape_of(args) -> DecoderShape:
-    return DecoderShape(
         hidden_size=args.hidden,
         intermediate_size=args.ffn,
         num_layers=args.layers,
         num_heads=args.heads,
         num_kv_heads=args.kv_heads,
+        max_positions=4096,
+        seed=None,  # seeded below, so the batches drawn after it follow from seed 0 too
     )
+
+
+def build_model(config: TinyUnifiedConfig) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    return build_tiny_unified_model(config).train()
 
 
 def layout_for(tasks: list[str], args) -> TokenLayout:
@@ -94,8 +88,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model = build_model(args)
-    shape = shape_of(args)
+    config = tiny_config(args)
+    model = build_model(config)
+    shape = config.decoder_shape()
     hmgen = build_policy("hmgen", num_shallow=args.hmgen_shallow)
     cases = [
         ("understanding", "himix", ["understanding"] * args.batch, {"understanding": "himix"}),

@@ -23,6 +23,7 @@ from tokred_core import (
     parse_sharing,
     parse_task,
 )
+from tokred_models.tiny import TINY_DEFAULTS
 
 from .coerce import config_error
 
@@ -60,26 +61,27 @@ def _positive(section: str, obj: Any, *names: str, allow_zero: bool = False) -> 
 # ---- sections --------------------------------------------------------------------------------
 @dataclass
 class ModelConfig:
-    """Which model to train."""
+    """Which model to train. The tiny fields are `tokred_models.tiny.TinyUnifiedConfig`'s,
+    by the same names and with its defaults."""
 
     section: ClassVar[str] = "model"
 
     kind: Literal["tiny", "hf"] = "tiny"
     """tiny: the embedded tiny unified Llama built from the dims below (vocab from the data);
     hf: a Hugging Face model loaded with from_pretrained from the local folder `path`."""
-    hidden_size: int = 128
+    hidden_size: int = TINY_DEFAULTS["hidden_size"]
     """tiny: width of the decoder."""
-    intermediate_size: int = 344
+    intermediate_size: int = TINY_DEFAULTS["intermediate_size"]
     """tiny: width of the FFN."""
-    num_layers: int = 4
+    num_layers: int = TINY_DEFAULTS["num_layers"]
     """tiny: decoder layers."""
-    num_heads: int = 4
+    num_heads: int = TINY_DEFAULTS["num_heads"]
     """tiny: attention heads."""
-    num_kv_heads: int = 2
+    num_kv_heads: int = TINY_DEFAULTS["num_kv_heads"]
     """tiny: key/value heads (grouped-query attention when < num_heads)."""
-    max_positions: int = 512
+    max_positions: int = TINY_DEFAULTS["max_positions"]
     """tiny: longest sequence (RoPE table)."""
-    tie_embeddings: bool = False
+    tie_embeddings: bool = TINY_DEFAULTS["tie_embeddings"]
     """tiny: share the input embedding and the output head."""
     path: str | None = None
     """hf: a local model folder (config.json + weights); nothing is downloaded."""

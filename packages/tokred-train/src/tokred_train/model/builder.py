@@ -135,18 +135,7 @@ def _build_tiny(
 ) -> tuple[nn.Module, list[str]]:
     from tokred_models.tiny import TinyUnifiedConfig, build_tiny_unified_model
 
-    m = config.model
-    tiny = TinyUnifiedConfig(
-        vocab_size=vocab_size,
-        hidden_size=m.hidden_size,
-        intermediate_size=m.intermediate_size,
-        num_layers=m.num_layers,
-        num_heads=m.num_heads,
-        num_kv_heads=m.num_kv_heads,
-        max_positions=m.max_positions,
-        tie_embeddings=m.tie_embeddings,
-        seed=config.run.seed,
-    )
+    tiny = TinyUnifiedConfig.from_fields(config.model, vocab_size, seed=config.run.seed)
     model = build_tiny_unified_model(tiny)
     quantized: list[str] = []
     if config.lora.quantize_4bit:
