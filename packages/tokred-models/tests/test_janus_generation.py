@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from tokred_core import TokenLayout, TokredError, build_policy
 from tokred_models import apply_reduction
 from tokred_models.janus_generation import janus_input_embeddings, janus_unified_forward
+from tokred_models.testing import IMAGE_TOKEN_ID as IMAGE_TOKEN
 from tokred_models.testing import build
 
-IMAGE_TOKEN = 90  # tokred_models.testing tiny Janus: image_token_id
 NUM_CODES = 16  # its VQ codebook size
 
 

@@ -1,29 +1,73 @@
-"""Tiny Hugging Face models, batches and comparisons shared by the tokred-models tests.
+"""Tiny stand-ins of every supported architecture, with random weights: nothing is downloaded.
 
-Every model is built from a config with random weights (nothing is downloaded): hidden
-size 32, 4 heads over 2 key/value heads (GQA), float32, attention dropout 0 so train mode
-is deterministic. `randomize_` then redraws the weights at a scale where attention is
-sharp and every layer matters: with Hugging Face's init (std 0.02) attention is almost
-uniform and a wrongly routed token would barely move the logits.
+Shipped (not kept in a tests folder) so that every package's tests and users' own smoke
+tests build the same stand-ins instead of restating them.
+
+- Configs, one builder per architecture (`llama_config`, `qwen2_config`, `mistral_config`,
+  `chameleon_config`, `emu3_config`, `janus_config`; `tiny_config(name, ...)` picks one by
+  name). Each language model is a Llama-style stack (`text_fields`): hidden size 32, 4
+  heads over 2 key/value heads (GQA), 4 layers, a vocabulary of 96, pad/bos/eos ids 0/1/2,
+  attention dropout 0 so train mode is deterministic; keyword arguments override these.
+  The unified families add a VQ at toy size that downsamples by 2 (a 16 px image is 8 x 8
+  codes) from a codebook of `codes`; `vq=` and `vision=` override single fields of the VQ
+  and of Janus' SigLIP encoder. tokred-train's stand-in folders (`tokred_train.testing`)
+  are built from these.
+- Models for the tokred-models tests (`build(name)`, `build_llama`): float32, then
+  `randomize_` redraws the weights at a scale where attention is sharp and every layer
+  matters: with Hugging Face's init (std 0.02) attention is almost uniform and a wrongly
+  routed token would barely move the logits. Batches, policies and comparisons follow.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 import transformers as hf
-from tokred_core import TaskPolicies, TokenLayout
+from tokred_core import TaskPolicies, TokenLayout, TokredError
 from tokred_core.policies import FastV, HiMix, HMGen, PyramidDrop, RandomDrop
 from torch import nn
 
-VOCAB = 96
-TEXT_TOKENS = (3, 80)  # ids drawn for tokens; Chameleon masks the logits of 80..87 (image codes)
+__all__ = [
+    "TEXT",
+    "text_fields",
+    "llama_config",
+    "qwen2_config",
+    "mistral_config",
+    "chameleon_config",
+    "emu3_config",
+    "janus_config",
+    "CONFIGS",
+    "tiny_config",
+    "chameleon_image_tokens",
+    "emu3_image_tokens",
+    "VOCAB",
+    "TEXT_TOKENS",
+    "IMAGE_TOKEN_ID",
+    "ARCHITECTURES",
+    "build",
+    "build_llama",
+    "randomize_",
+    "perturb_image_projections_",
+    "MIXED_SPANS",
+    "MIXED_TASKS",
+    "mixed_layout",
+    "random_ids",
+    "run",
+    "finite_logits",
+    "rel_err",
+    "loss_weights",
+    "logit_loss",
+    "grads",
+    "policy_cases",
+]
 
-COMMON = dict(
-    vocab_size=VOCAB,
+# ---- configs ----------------------------------------------------------------------------
+TEXT: dict[str, Any] = dict(
+    vocab_size=96,
     hidden_size=32,
     intermediate_size=64,
     num_hidden_layers=4,
@@ -35,91 +79,206 @@ COMMON = dict(
     bos_token_id=1,
     eos_token_id=2,
 )
+"""The language model of every stand-in (see the module docstring)."""
+
+
+def text_fields(**overrides: Any) -> dict[str, Any]:
+    """`TEXT` with `overrides`: the fields of a stand-in's language model config."""
+    return {**TEXT, **overrides}
+
+
+def llama_config(**text: Any) -> hf.LlamaConfig:
+    return hf.LlamaConfig(**text_fields(**text))
+
+
+def qwen2_config(**text: Any) -> hf.Qwen2Config:
+    """Qwen2 has q/k/v biases; sliding windows (5 tokens) on layers >= 2 only, so the
+    per-layer window choice (config.layer_types) is exercised too."""
+    window = dict(use_sliding_window=True, sliding_window=5, max_window_layers=2)
+    return hf.Qwen2Config(**text_fields(**{**window, **text}))
+
+
+def mistral_config(**text: Any) -> hf.MistralConfig:
+    """Mistral with a sliding window of 5 tokens on every layer."""
+    return hf.MistralConfig(**text_fields(**{"sliding_window": 5, **text}))
+
+
+def chameleon_config(
+    vocabulary_map: Mapping[str, int],
+    *,
+    codes: int = 16,
+    vq: Mapping[str, Any] | None = None,
+    **text: Any,
+) -> hf.ChameleonConfig:
+    """Chameleon: its VQ writes a 16 px image as 8 x 8 codes from a codebook of `codes`;
+    `vocabulary_map` names the LM id of each code's token (`chameleon_image_tokens`) and of
+    `<image>`, the placeholder of an input image."""
+    vq_config = dict(
+        embed_dim=8,
+        num_embeddings=codes,
+        latent_channels=8,
+        resolution=16,
+        base_channels=32,  # GroupNorm(32 groups) needs multiples of 32
+        channel_multiplier=[1, 2],  # downsampling 2: 16 px -> 8 x 8 codes
+        num_res_blocks=1,
+        attn_resolutions=None,
+    )
+    return hf.ChameleonConfig(
+        **text_fields(**text),
+        vocabulary_map=dict(vocabulary_map),
+        vq_config={**vq_config, **(vq or {})},
+    )
+
+
+def emu3_config(
+    vocabulary_map: Mapping[str, int],
+    *,
+    codes: int = 8,
+    vq: Mapping[str, Any] | None = None,
+    **text: Any,
+) -> hf.Emu3Config:
+    """Emu3: its VQ writes an image as a grid of codes (spatial factor 2, the image repeated
+    over 2 frames) from a codebook of `codes`; `vocabulary_map` names the LM id of each
+    code's visual token (`emu3_image_tokens`) and of Emu3's special tokens."""
+    vq_config = dict(
+        codebook_size=codes,
+        embed_dim=4,
+        latent_channels=4,
+        base_channels=32,
+        channel_multiplier=[1, 2],  # spatial factor 2
+        num_res_blocks=1,
+        attn_resolutions=[],
+        hidden_size=64,  # the middle attention runs at base_channels * 2
+        num_attention_heads=1,
+        temporal_downsample_factor=2,  # the image is repeated over 2 frames
+    )
+    return hf.Emu3Config(
+        vocabulary_map=dict(vocabulary_map),
+        text_config=text_fields(**text),
+        vq_config={**vq_config, **(vq or {})},
+    )
+
+
+def janus_config(
+    image_token_id: int,
+    *,
+    codes: int = 32,
+    patch_size: int = 4,
+    vision: Mapping[str, Any] | None = None,
+    vq: Mapping[str, Any] | None = None,
+    **text: Any,
+) -> hf.JanusConfig:
+    """Janus: SigLIP reads a 16 px image in patches of `patch_size`, one token each; the VQ
+    works on that patch grid (16 // patch_size per side; its decoder doubles it) with a
+    codebook of `codes`. `image_token_id` is the placeholder of an input image's tokens.
+    Both aligners project to the language model's width."""
+    text_config = text_fields(**text)
+    width = text_config["hidden_size"]
+    vision_config = dict(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=16,
+        patch_size=patch_size,
+        projection_dim=width,
+        mlp_ratio=2.0,
+        num_image_tokens=(16 // patch_size) ** 2,
+    )
+    vq_config = dict(
+        embed_dim=8,
+        num_embeddings=codes,
+        latent_channels=32,
+        base_channels=32,
+        channel_multiplier=[1, 2],  # downsampling 2
+        num_res_blocks=1,
+        projection_dim=width,
+        image_token_embed_dim=width,
+        num_hidden_layers=1,
+    )
+    return hf.JanusConfig(
+        text_config=dict(model_type="llama", **text_config),
+        vision_config={**vision_config, **(vision or {})},
+        vq_config={**vq_config, **(vq or {})},
+        image_token_id=image_token_id,
+    )
+
+
+CONFIGS: dict[str, Callable[..., hf.PretrainedConfig]] = {
+    "llama": llama_config,
+    "qwen2": qwen2_config,
+    "mistral": mistral_config,
+    "chameleon": chameleon_config,
+    "emu3": emu3_config,
+    "janus": janus_config,
+}
+"""The config builder of each supported architecture, by model_type."""
+
+
+def tiny_config(name: str, *args: Any, **kwargs: Any) -> hf.PretrainedConfig:
+    """The stand-in config of architecture `name` (a key of `CONFIGS`); the arguments go to
+    its builder (the unified families need their image tokens' ids, see each builder)."""
+    if name not in CONFIGS:
+        raise TokredError(f"no tiny config for {name!r}; known: {', '.join(CONFIGS)}")
+    return CONFIGS[name](*args, **kwargs)
+
+
+def chameleon_image_tokens(codes: int) -> list[str]:
+    """The tokens that stand for Chameleon's image codes 0..codes-1: `IMGIMG<digits as
+    letters>Z` (code 12 is IMGIMGBCZ), as transformers' vocabulary mapping reads them."""
+    return ["IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(c)) + "Z" for c in range(codes)]
+
+
+def emu3_image_tokens(codes: int) -> list[str]:
+    """The visual tokens that stand for Emu3's image codes 0..codes-1."""
+    return [f"<|visual token{c:06d}|>" for c in range(codes)]
+
+
+def _ids(tokens: Iterable[str], ids: Iterable[int]) -> dict[str, int]:
+    return dict(zip(tokens, ids, strict=True))
+
+
+# ---- models for the tokred-models tests ---------------------------------------------------
+VOCAB = TEXT["vocab_size"]
+TEXT_TOKENS = (3, 80)  # ids drawn for tokens; Chameleon masks the logits of 80..87 (image codes)
+IMAGE_TOKEN_ID = 90
+"""The input-image placeholder of the unified models below."""
+# One VQ level, no downsampling: these tests patch the decoder, the VQ only has to exist.
+_ONE_LEVEL = dict(channel_multiplier=[1])
 
 
 def _llama(layers: int = 4) -> nn.Module:
-    return hf.LlamaForCausalLM(hf.LlamaConfig(**{**COMMON, "num_hidden_layers": layers}))
+    return hf.LlamaForCausalLM(llama_config(num_hidden_layers=layers))
 
 
 def _qwen2() -> nn.Module:
-    # Qwen2 has q/k/v biases; sliding windows (5 < sequence) on layers >= 2 only, so the
-    # per-layer window choice (config.layer_types) is exercised too.
-    config = hf.Qwen2Config(
-        **COMMON, use_sliding_window=True, sliding_window=5, max_window_layers=2
-    )
+    config = qwen2_config()
     assert config.layer_types == ["full_attention"] * 2 + ["sliding_attention"] * 2
     return hf.Qwen2ForCausalLM(config)
 
 
 def _mistral() -> nn.Module:
-    return hf.MistralForCausalLM(hf.MistralConfig(**COMMON, sliding_window=5))
+    return hf.MistralForCausalLM(mistral_config())
 
 
 def _chameleon(swin_norm: bool = False) -> nn.Module:
-    vocabulary_map = {"<image>": 90, **{f"IMGIMG{chr(65 + i)}Z": 80 + i for i in range(8)}}
-    vq = dict(
-        embed_dim=8,
-        num_embeddings=8,
-        latent_channels=32,
-        resolution=16,
-        base_channels=32,  # GroupNorm(32 groups) needs multiples of 32
-        channel_multiplier=[1],
-        num_res_blocks=1,
-    )
-    config = hf.ChameleonConfig(
-        **COMMON, vocabulary_map=vocabulary_map, vq_config=vq, swin_norm=swin_norm
-    )
+    vocabulary_map = {"<image>": IMAGE_TOKEN_ID, **_ids(chameleon_image_tokens(8), range(80, 88))}
+    vq = dict(_ONE_LEVEL, latent_channels=32)
+    config = chameleon_config(vocabulary_map, codes=8, vq=vq, swin_norm=swin_norm)
     return hf.ChameleonForConditionalGeneration(config)
 
 
 def _emu3() -> nn.Module:
-    vq = dict(
-        codebook_size=8,
-        embed_dim=4,
-        latent_channels=4,
-        base_channels=32,
-        channel_multiplier=[1],
-        num_res_blocks=1,
-        attn_resolutions=[],
-        hidden_size=8,
-        temporal_downsample_factor=1,
-    )
-    config = hf.Emu3Config(text_config=dict(COMMON), vq_config=vq, vocabulary_map={"<image>": 90})
+    vq = dict(_ONE_LEVEL, hidden_size=8, temporal_downsample_factor=1)
+    config = emu3_config({"<image>": IMAGE_TOKEN_ID}, codes=8, vq=vq)
     return hf.Emu3ForConditionalGeneration(config)
 
 
 def _emu3_causal() -> nn.Module:
-    return hf.Emu3ForCausalLM(hf.Emu3TextConfig(**COMMON))
+    return hf.Emu3ForCausalLM(hf.Emu3TextConfig(**text_fields()))
 
 
 def _janus() -> nn.Module:
-    vision = dict(
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=16,
-        patch_size=8,
-        projection_dim=32,
-        mlp_ratio=2.0,
-        num_image_tokens=4,
-    )
-    vq = dict(
-        embed_dim=8,
-        num_embeddings=16,
-        latent_channels=32,
-        base_channels=32,
-        channel_multiplier=[1],
-        num_res_blocks=1,
-        projection_dim=32,
-        image_token_embed_dim=32,
-        num_hidden_layers=1,
-    )
-    config = hf.JanusConfig(
-        text_config=dict(model_type="llama", **COMMON),
-        vision_config=vision,
-        vq_config=vq,
-        image_token_id=90,
-    )
+    config = janus_config(IMAGE_TOKEN_ID, codes=16, patch_size=8, vq=_ONE_LEVEL)
     return hf.JanusForConditionalGeneration(config)
 
 
