@@ -2,30 +2,45 @@
 
 Why: nothing can be downloaded here, yet `model.kind: hf` runs read a Hugging Face folder
 (config.json, weights, tokenizer files). These builders write that folder for a real
-transformers architecture at toy size, with a word-level tokenizer covering the texts a
-test trains on, so a recipe runs end to end (load, 4-bit, patch, LoRA, data, loss) in
-seconds. The weights are random: stand-ins check plumbing, never quality.
+transformers architecture at toy size (the configs of `tokred_models.testing`), with a
+word-level tokenizer covering the texts a test trains on, so a recipe runs end to end
+(load, 4-bit, patch, LoRA, data, loss) in seconds. The weights are random: stand-ins check
+plumbing, never quality. `tiny_run_config` is the training config of such a run.
 """
 
 from __future__ import annotations
 
 import re
+import shutil
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .run.loop import RunResult
+
 __all__ = [
     "save_word_tokenizer",
+    "SpecialTokens",
+    "JANUS_TOKENS",
+    "EMU3_TOKENS",
+    "CHAMELEON_TOKENS",
     "save_tiny_janus",
     "save_tiny_emu3",
     "save_tiny_chameleon",
+    "HIMIX_HMGEN",
+    "tiny_run_config",
+    "tiny_run_texts",
     "words_of",
     "shapes_texts",
     "snapshot_parameters",
     "changed_parameters",
+    "retrain",
 ]
 
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -83,15 +98,13 @@ def _save(model: torch.nn.Module, folder: Path) -> Path:
     return folder
 
 
-def _text_config(tokenizer: Any, layers: int, max_positions: int) -> dict[str, Any]:
-    """The language model of every stand-in: a Llama-style stack at hidden 32 (GQA 4:2)."""
+def _text(tokenizer: Any, layers: int, max_positions: int, **fields: Any) -> dict[str, Any]:
+    """The language model of a stand-in: `tokred_models.testing`'s, over the tokenizer's
+    vocabulary and special ids (and `fields`)."""
     return dict(
+        **fields,
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
         num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
         max_position_embeddings=max_positions,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
@@ -110,15 +123,112 @@ def changed_parameters(before: dict[str, torch.Tensor], model: torch.nn.Module) 
     return {n for n, p in before.items() if not torch.equal(p, after[n].detach())}
 
 
-JANUS_SPECIALS = (
-    "<pad>",
-    "<bos>",
-    "<eos>",
-    "<unk>",
-    "<begin_of_image>",
-    "<end_of_image>",
-    "<image_placeholder>",
+def retrain(
+    built: RunResult, config: TrainConfig | None = None, overrides: Sequence[str] = ()
+) -> tuple[RunResult, set[str]]:
+    """Train a built run from scratch and see which parameters training moved.
+
+    `built` is what `train(..., stop_after_step=0)` returned (the run built, no step taken).
+    Its folder is removed, then `train(config or built.config, overrides=overrides)` runs
+    in it. Returns that result and the names of the parameters that differ from `built`'s.
+    """
+    from .run.loop import train
+
+    before = snapshot_parameters(built.model)
+    shutil.rmtree(built.run_dir)
+    result = train(config or built.config, overrides=overrides)
+    return result, changed_parameters(before, result.model)
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """A family's special tokens by role, as its processor and loss path look them up."""
+
+    pad: str
+    bos: str
+    eos: str
+    unk: str
+    boi: str
+    """Begins an image's tokens."""
+    eoi: str
+    """Ends an image's tokens."""
+    image: str
+    """The placeholder of an input image."""
+    others: tuple[str, ...] = ()
+    """Further specials the family's processor expects."""
+
+    @property
+    def specials(self) -> tuple[str, ...]:
+        return (
+            self.pad,
+            self.bos,
+            self.eos,
+            self.unk,
+            self.boi,
+            self.eoi,
+            *self.others,
+            self.image,
+        )
+
+    def ids(self, tokenizer: Any, visual: Sequence[str] = ()) -> dict[str, int]:
+        """Each special and `visual` token's id in `tokenizer`: a family's vocabulary_map."""
+        return {t: tokenizer.convert_tokens_to_ids(t) for t in (*self.specials, *visual)}
+
+    def save_tokenizer(
+        self,
+        folder: str | Path,
+        texts: Iterable[str],
+        visual: Sequence[str] = (),
+        words: Sequence[str] = (),
+    ) -> Any:
+        """`save_word_tokenizer` over the words of `texts` (then `words`) with these specials,
+        then the `visual` tokens (an image's codes in the LM vocabulary)."""
+        return save_word_tokenizer(
+            folder,
+            [*words_of(texts), *words],
+            (*self.specials, *visual),
+            {"image_token": self.image, "boi_token": self.boi, "eoi_token": self.eoi},
+            pad_token=self.pad,
+            bos_token=self.bos,
+            eos_token=self.eos,
+            unk_token=self.unk,
+        )
+
+
+JANUS_TOKENS = SpecialTokens(
+    "<pad>", "<bos>", "<eos>", "<unk>", "<begin_of_image>", "<end_of_image>", "<image_placeholder>"
 )
+EMU3_TOKENS = SpecialTokens(
+    "<|endoftext|>",
+    "<|extra_203|>",
+    "<|extra_204|>",
+    "<unk>",
+    "<|image start|>",
+    "<|image end|>",
+    "<image>",
+    others=("<|image token|>", "<|extra_200|>", "<|extra_201|>"),
+)
+CHAMELEON_TOKENS = SpecialTokens(
+    "<pad>", "<s>", "</s>", "<unk>", "<racm3:break>", "<eoss>", "<image>"
+)
+
+
+def _write(
+    folder: str | Path,
+    texts: Iterable[str],
+    tokens: SpecialTokens,
+    make_config: Callable[[Any], Any],
+    model_class: type[torch.nn.Module],
+    seed: int,
+    visual: Sequence[str] = (),
+    words: Sequence[str] = (),
+) -> Path:
+    """A stand-in folder: the tokenizer (`tokens.save_tokenizer`), then a `model_class` of
+    `make_config(tokenizer)` with weights drawn from `seed`."""
+    folder = Path(folder)
+    config = make_config(tokens.save_tokenizer(folder, texts, visual, words))
+    torch.manual_seed(seed)
+    return _save(model_class(config), folder)
 
 
 def save_tiny_janus(
@@ -126,65 +236,17 @@ def save_tiny_janus(
 ) -> Path:
     """JanusForConditionalGeneration at hidden 32 with its tokenizer: SigLIP reads 16 px
     images as 16 tokens; the VQ writes 8 px images as 16 codes from a codebook of 32."""
-    from transformers import JanusConfig, JanusForConditionalGeneration
+    from tokred_models.testing import janus_config
+    from transformers import JanusForConditionalGeneration
 
-    folder = Path(folder)
-    tok = save_word_tokenizer(
-        folder,
-        words_of(texts),
-        JANUS_SPECIALS,
-        {
-            "image_token": "<image_placeholder>",
-            "boi_token": "<begin_of_image>",
-            "eoi_token": "<end_of_image>",
-        },
-        pad_token="<pad>",
-        bos_token="<bos>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-    )
-    config = JanusConfig(
-        text_config=dict(model_type="llama", **_text_config(tok, layers, 256)),
+    def config(tok):
         # The VQ grid is vision image_size // patch_size = 4 x 4.
-        vision_config=dict(
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=16,
-            patch_size=4,
-            projection_dim=32,
-            mlp_ratio=2.0,
-            num_image_tokens=16,
-        ),
-        vq_config=dict(
-            embed_dim=8,
-            num_embeddings=32,
-            latent_channels=32,
-            base_channels=32,
-            channel_multiplier=[1, 2],
-            num_res_blocks=1,
-            projection_dim=32,
-            image_token_embed_dim=32,
-            num_hidden_layers=1,
-        ),
-        image_token_id=tok.convert_tokens_to_ids("<image_placeholder>"),
-    )
-    torch.manual_seed(seed)
-    return _save(JanusForConditionalGeneration(config), folder)
+        image = tok.convert_tokens_to_ids(JANUS_TOKENS.image)
+        return janus_config(image, codes=32, patch_size=4, **_text(tok, layers, 256))
+
+    return _write(folder, texts, JANUS_TOKENS, config, JanusForConditionalGeneration, seed)
 
 
-EMU3_SPECIALS = (
-    "<|endoftext|>",
-    "<|extra_203|>",
-    "<|extra_204|>",
-    "<unk>",
-    "<|image start|>",
-    "<|image end|>",
-    "<|image token|>",
-    "<|extra_200|>",
-    "<|extra_201|>",
-    "<image>",
-)
 EMU3_CODES = 8
 
 
@@ -194,49 +256,23 @@ def save_tiny_emu3(
     """Emu3ForConditionalGeneration at hidden 32 with its tokenizer: its VQ writes an image
     as a grid of codes (spatial factor 2) from a codebook of 8, each code a visual token
     of the LM vocabulary."""
-    from transformers import Emu3Config, Emu3ForConditionalGeneration
+    from tokred_models.testing import emu3_config, emu3_image_tokens
+    from transformers import Emu3ForConditionalGeneration
 
-    folder = Path(folder)
-    visual = [f"<|visual token{i:06d}|>" for i in range(EMU3_CODES)]
-    words = [*words_of(texts), *"0123456789", "*"]
-    tok = save_word_tokenizer(
-        folder,
-        words,
-        (*EMU3_SPECIALS, *visual),
-        {"image_token": "<image>", "boi_token": "<|image start|>", "eoi_token": "<|image end|>"},
-        pad_token="<|endoftext|>",
-        bos_token="<|extra_203|>",
-        eos_token="<|extra_204|>",
-        unk_token="<unk>",
-    )
-    vocabulary_map = {t: tok.convert_tokens_to_ids(t) for t in (*EMU3_SPECIALS, *visual)}
-    config = Emu3Config(
-        vocabulary_map=vocabulary_map,
-        text_config=_text_config(tok, layers, 512),
-        vq_config=dict(
-            codebook_size=EMU3_CODES,
-            embed_dim=4,
-            latent_channels=4,
-            base_channels=32,
-            channel_multiplier=[1, 2],
-            num_res_blocks=1,
-            attn_resolutions=[],
-            hidden_size=64,
-            num_attention_heads=1,
-            temporal_downsample_factor=2,
-        ),
-    )
-    torch.manual_seed(seed)
-    return _save(Emu3ForConditionalGeneration(config), folder)
+    visual = emu3_image_tokens(EMU3_CODES)
+
+    def config(tok):
+        # Attention dropout 0.1, Emu3TextConfig's own default: this stand-in has always
+        # trained with it (the other stand-ins have none).
+        text = _text(tok, layers, 512, attention_dropout=0.1)
+        return emu3_config(EMU3_TOKENS.ids(tok, visual), codes=EMU3_CODES, **text)
+
+    digits = [*"0123456789", "*"]  # Emu3's image prompt spells the grid size: "8*8"
+    model = Emu3ForConditionalGeneration
+    return _write(folder, texts, EMU3_TOKENS, config, model, seed, visual, digits)
 
 
-CHAMELEON_SPECIALS = ("<pad>", "<s>", "</s>", "<unk>", "<racm3:break>", "<eoss>", "<image>")
 CHAMELEON_CODES = 16
-
-
-def _chameleon_letters(code: int) -> str:
-    """Chameleon spells a code's digits as letters: 12 -> 'BC'."""
-    return "".join(chr(ord("A") + int(d)) for d in str(code))
 
 
 def save_tiny_chameleon(
@@ -244,33 +280,64 @@ def save_tiny_chameleon(
 ) -> Path:
     """ChameleonForConditionalGeneration at hidden 32 with its tokenizer: its VQ writes a
     16 px image as 8 x 8 codes from a codebook of 16, each an `IMGIMG<letters>Z` token."""
-    from transformers import ChameleonConfig, ChameleonForConditionalGeneration
+    from tokred_models.testing import chameleon_config, chameleon_image_tokens
+    from transformers import ChameleonForConditionalGeneration
 
-    folder = Path(folder)
-    visual = [f"IMGIMG{_chameleon_letters(i)}Z" for i in range(CHAMELEON_CODES)]
-    tok = save_word_tokenizer(
-        folder,
-        words_of(texts),
-        (*CHAMELEON_SPECIALS, *visual),
-        {"image_token": "<image>", "boi_token": "<racm3:break>", "eoi_token": "<eoss>"},
-        pad_token="<pad>",
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-    )
-    config = ChameleonConfig(
-        **_text_config(tok, layers, 256),
-        vocabulary_map={t: tok.convert_tokens_to_ids(t) for t in (*CHAMELEON_SPECIALS, *visual)},
-        vq_config=dict(
-            embed_dim=8,
-            num_embeddings=CHAMELEON_CODES,
-            latent_channels=8,
-            resolution=16,
-            base_channels=32,
-            channel_multiplier=[1, 2],
-            num_res_blocks=1,
-            attn_resolutions=None,
-        ),
-    )
-    torch.manual_seed(seed)
-    return _save(ChameleonForConditionalGeneration(config), folder)
+    visual = chameleon_image_tokens(CHAMELEON_CODES)
+
+    def config(tok):
+        text = _text(tok, layers, 256)
+        return chameleon_config(CHAMELEON_TOKENS.ids(tok, visual), codes=CHAMELEON_CODES, **text)
+
+    model = ChameleonForConditionalGeneration
+    return _write(folder, texts, CHAMELEON_TOKENS, config, model, seed, visual)
+
+
+# ---- tiny runs ---------------------------------------------------------------------------
+HIMIX_HMGEN: dict[str, Any] = {
+    "understanding": "himix",
+    "generation": {"policy": "hmgen", "options": {"num_shallow": 1}},
+    "sharing": "task",
+}
+"""A `reduction` section: HiMix for understanding, HMGen with one shallow layer for
+generation, one image projection set per task."""
+
+
+_TINY_SHAPES = {"num_train": 12, "num_val": 4}
+
+
+def tiny_run_texts() -> list[str]:
+    """Every text of `tiny_run_config`'s shapes set: what a stand-in's tokenizer must cover
+    to train and evaluate in such a run."""
+    return shapes_texts(_TINY_SHAPES["num_train"], _TINY_SHAPES["num_val"])
+
+
+def tiny_run_config(
+    out_dir: str | Path, model_path: str | Path | None = None, **sections: dict[str, Any]
+) -> TrainConfig:
+    """A training config that runs in seconds, writing into `out_dir`.
+
+    12 + 4 shapes images of 16 px (2 questions each), 3 steps of 4 samples, 4 samples per
+    task evaluated, one thread, no progress bar or TensorBoard. The model is the tiny one
+    at hidden 32 with 3 layers and a 16-code patch VQ or, given `model_path`, a stand-in
+    folder (`save_tiny_*`) in float32 with its own image tokenizer. Each of `sections`
+    (e.g. `reduction=HIMIX_HMGEN`, `optim={"max_steps": 1}`) updates that section's keys.
+    """
+    from .config import load_config
+
+    if model_path is None:
+        model = {"hidden_size": 32, "intermediate_size": 64, "num_layers": 3}
+        patch_vq = {"patch_size": 4, "codebook_size": 16}
+    else:
+        model = {"kind": "hf", "path": str(model_path), "dtype": "float32"}
+        patch_vq = {}
+    base: dict[str, dict[str, Any]] = {
+        "model": model,
+        "data": {**_TINY_SHAPES, "image_size": 16, **patch_vq, "questions_per_image": 2},
+        "optim": {"batch_size": 4, "max_steps": 3, "warmup_steps": 1, "lr": 3e-3},
+        "run": {"out_dir": str(out_dir), "progress": False, "tensorboard": False, "threads": 1},
+        "eval": {"max_samples": 4},
+    }
+    for section, values in sections.items():
+        base.setdefault(section, {}).update(values)
+    return load_config(base)

@@ -18,59 +18,32 @@ from tokred_train import load_config, train
 from tokred_train.data.collate import IGNORE_INDEX
 from tokred_train.run.step import TrainStep, batch_targets
 from tokred_train.testing import (
-    changed_parameters as changed,
-)
-from tokred_train.testing import (
+    HIMIX_HMGEN,
+    retrain,
     save_tiny_chameleon,
     save_tiny_emu3,
     save_tiny_janus,
-    shapes_texts,
-)
-from tokred_train.testing import (
-    snapshot_parameters as snapshot,
+    tiny_run_config,
+    tiny_run_texts,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
-REDUCED = {
-    "understanding": "himix",
-    "generation": {"policy": "hmgen", "options": {"num_shallow": 1}},
-    "sharing": "task",
-}
-DATA = {"num_train": 12, "num_val": 4, "image_size": 16, "questions_per_image": 2}
-
-
-def _texts():
-    return shapes_texts(DATA["num_train"], DATA["num_val"])
-
 
 @pytest.fixture(scope="module")
 def janus_dir(tmp_path_factory):
-    return save_tiny_janus(tmp_path_factory.mktemp("janus"), _texts())
+    return save_tiny_janus(tmp_path_factory.mktemp("janus"), tiny_run_texts())
 
 
 @pytest.fixture(scope="module")
 def emu3_dir(tmp_path_factory):
-    return save_tiny_emu3(tmp_path_factory.mktemp("emu3"), _texts())
+    return save_tiny_emu3(tmp_path_factory.mktemp("emu3"), tiny_run_texts())
 
 
-def config(tmp_path, folder, name="run", **sections):
-    base = {
-        "model": {"kind": "hf", "path": str(folder), "dtype": "float32"},
-        "data": dict(DATA),
-        "reduction": REDUCED,
-        "optim": {"batch_size": 4, "max_steps": 3, "warmup_steps": 1, "lr": 3e-3},
-        "run": {
-            "out_dir": str(tmp_path / name),
-            "progress": False,
-            "tensorboard": False,
-            "threads": 1,
-        },
-        "eval": {"max_samples": 4},
-    }
-    for section, values in sections.items():
-        base.setdefault(section, {}).update(values)
-    return load_config(base)
+def config(tmp_path, folder, name="run", reduction=None, **sections):
+    """A tiny run of the stand-in `folder`, reduced by HIMIX_HMGEN updated with `reduction`."""
+    reduction = {**HIMIX_HMGEN, **(reduction or {})}
+    return tiny_run_config(tmp_path / name, folder, reduction=reduction, **sections)
 
 
 def mixed_batch(data):
@@ -158,10 +131,7 @@ def test_janus_trains_with_qlora_and_reduction(tmp_path, janus_dir):
     result = train(cfg, stop_after_step=0)
     q = result.built.base.model.language_model.layers[0].self_attn.q_proj.base_layer
     assert isinstance(q, bnb.nn.Linear4bit)
-    before = snapshot(result.model)
-    shutil.rmtree(cfg.run.out_dir)
-    result = train(cfg)
-    moved = changed(before, result.model)
+    result, moved = retrain(result)
     assert moved and all("lora_" in n for n in moved)
     assert any("image_proj.generation" in n for n in moved)
     assert any("image_proj.understanding" in n for n in moved)
@@ -176,7 +146,14 @@ def test_janus_on_real_formats_reads_understanding_pixels_per_batch(
 ):
     from tokred_train.data import image_source
 
-    texts = [*_texts(), "what colour is it?", "red", "blue", "a red picture", "a blue picture"]
+    texts = [
+        *tiny_run_texts(),
+        "what colour is it?",
+        "red",
+        "blue",
+        "a red picture",
+        "a blue picture",
+    ]
     folder = save_tiny_janus(tmp_path / "janus", texts)
     decoded = []
     read = image_source.ImageSource.image
@@ -241,10 +218,7 @@ def test_emu3_images_are_written_as_emu3_writes_them(tmp_path, emu3_dir):
 def test_emu3_trains_every_weight(tmp_path, emu3_dir):
     cfg = config(tmp_path, emu3_dir, optim={"max_steps": 2})
     result = train(cfg, stop_after_step=0)
-    before = snapshot(result.model)
-    shutil.rmtree(cfg.run.out_dir)
-    result = train(cfg)
-    moved = changed(before, result.model)
+    result, moved = retrain(result)
     assert "model.text_model.layers.0.self_attn.image_proj.generation.q_proj.weight" in moved
     assert "model.text_model.layers.0.mlp.up_proj.weight" in moved
     assert all(math.isfinite(r["loss"]) for r in result.history)
@@ -254,7 +228,7 @@ def test_emu3_trains_every_weight(tmp_path, emu3_dir):
 
 
 def test_chameleon_trains_on_its_visual_tokens(tmp_path):
-    folder = save_tiny_chameleon(tmp_path / "chameleon", _texts())
+    folder = save_tiny_chameleon(tmp_path / "chameleon", tiny_run_texts())
     cfg = config(tmp_path, folder, optim={"max_steps": 2})
     result = train(cfg, stop_after_step=0)
     data, vq, tok = result.data, result.vq, result.data.vocab.tokenizer
@@ -269,10 +243,8 @@ def test_chameleon_trains_on_its_visual_tokens(tmp_path):
         assert torch.equal(
             vq.token_ids_to_codes(torch.tensor([ids[start + 1 : end]]))[0], task_codes
         )
-    before = snapshot(result.model)
-    shutil.rmtree(cfg.run.out_dir)
-    result = train(cfg)
-    assert "model.layers.0.self_attn.q_proj.weight" in changed(before, result.model)
+    result, moved = retrain(result)
+    assert "model.layers.0.self_attn.q_proj.weight" in moved
     assert all(math.isfinite(r["loss"]) for r in result.history)
 
 
@@ -324,7 +296,7 @@ def test_emu3_run_writes_images_in_its_own_block_format(tmp_path, emu3_dir):
 def test_chameleon_run_names_why_generation_is_not_scored(tmp_path):
     from tokred_train.eval.run import evaluate_run, load_run
 
-    folder = save_tiny_chameleon(tmp_path / "chameleon", _texts())
+    folder = save_tiny_chameleon(tmp_path / "chameleon", tiny_run_texts())
     result = train(config(tmp_path, folder, optim={"max_steps": 1}))
     out = evaluate_run(load_run(result.run_dir), num_understanding=2, num_generation=2)
     assert out["understanding"]["total"] == 2
@@ -361,10 +333,7 @@ def test_janus_qlora_trains_its_generation_head_in_full(tmp_path, janus_dir):
     assert type(head).__name__ == "ModulesToSaveWrapper"
     assert type(head.original_module.vision_head).__name__ == "Linear"  # not Linear4bit
     assert result.built.lora.saved_modules == ["model.generation_head"]
-    before = snapshot(result.model)
-    shutil.rmtree(cfg.run.out_dir)
-    result = train(cfg)
-    moved = changed(before, result.model)
+    result, moved = retrain(result)
     head_moved = {n for n in moved if "generation_head.modules_to_save" in n}
     assert any(n.endswith("vision_head.weight") for n in head_moved)
     assert all("lora_" in n or n in head_moved for n in moved)

@@ -22,6 +22,13 @@ import pytest
 import torch
 from PIL import Image
 from tokred_core import TokredError
+from tokred_models.testing import (
+    chameleon_config,
+    chameleon_image_tokens,
+    emu3_config,
+    emu3_image_tokens,
+    janus_config,
+)
 from tokred_train.families.base import nearest_codes
 from tokred_train.families.image_tokenizers import (
     ChameleonImageTokenizer,
@@ -31,11 +38,10 @@ from tokred_train.families.image_tokenizers import (
 )
 
 CODES = 32  # codebook size of every tiny model
-
-
-def _letters(i: int) -> str:
-    """Chameleon spells code digits as letters: 12 -> 'BC'."""
-    return "".join(chr(ord("A") + int(d)) for d in str(i))
+# A smaller language model than the stand-ins' (only the image side is tested here).
+TEXT = dict(
+    vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+)
 
 
 def _perm(seed: int) -> list[int]:
@@ -43,113 +49,39 @@ def _perm(seed: int) -> list[int]:
     return torch.randperm(CODES, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
+def _shuffled_ids(tokens: list[str], seed: int) -> dict[str, int]:
+    return {token: 10 + p for token, p in zip(tokens, _perm(seed), strict=True)}
+
+
 @pytest.fixture(scope="module")
 def chameleon():
-    from transformers import ChameleonConfig, ChameleonModel
+    from transformers import ChameleonModel
 
     torch.manual_seed(0)
-    perm = _perm(0)
-    vocab = {"<image>": 5, **{f"IMGIMG{_letters(i)}Z": 10 + perm[i] for i in range(CODES)}}
-    cfg = ChameleonConfig(
-        vocab_size=64,
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        vocabulary_map=vocab,
-        vq_config=dict(
-            embed_dim=8,
-            num_embeddings=CODES,
-            latent_channels=8,
-            resolution=16,
-            base_channels=32,  # GroupNorm(32 groups) needs multiples of 32
-            channel_multiplier=[1, 2],  # downsampling 2: 16 px -> 8 x 8 codes
-            num_res_blocks=1,
-            attn_resolutions=None,
-        ),
-    )
-    return ChameleonModel(cfg).eval()
+    vocab = {"<image>": 5, **_shuffled_ids(chameleon_image_tokens(CODES), 0)}
+    return ChameleonModel(chameleon_config(vocab, codes=CODES, **TEXT)).eval()
 
 
 @pytest.fixture(scope="module")
 def emu3():
-    from transformers import Emu3Config, Emu3Model
+    from transformers import Emu3Model
 
     torch.manual_seed(1)
-    perm = _perm(1)
-    vocab = {
-        "<image>": 3,
-        "<|extra_200|>": 4,
-        **{f"<|visual token{i:06d}|>": 10 + perm[i] for i in range(CODES)},
-    }
-    cfg = Emu3Config(
-        vocabulary_map=vocab,
-        text_config=dict(
-            vocab_size=64,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            pad_token_id=0,
-            bos_token_id=1,
-            eos_token_id=2,
-        ),
-        vq_config=dict(
-            codebook_size=CODES,
-            embed_dim=4,
-            latent_channels=4,
-            base_channels=32,
-            channel_multiplier=[1, 2],  # spatial factor 2
-            num_res_blocks=1,
-            attn_resolutions=[],
-            hidden_size=64,  # the middle attention runs at base_channels * 2
-            num_attention_heads=1,
-            temporal_downsample_factor=2,  # the image is repeated over 2 frames
-        ),
-    )
-    return Emu3Model(cfg).eval()
+    vocab = {"<image>": 3, "<|extra_200|>": 4, **_shuffled_ids(emu3_image_tokens(CODES), 1)}
+    return Emu3Model(emu3_config(vocab, codes=CODES, **TEXT)).eval()
 
 
 @pytest.fixture(scope="module")
 def janus():
-    from transformers import JanusConfig, JanusForConditionalGeneration
+    from transformers import JanusForConditionalGeneration
 
     torch.manual_seed(2)
-    cfg = JanusConfig(
-        text_config=dict(
-            model_type="llama",
-            vocab_size=64,
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        ),
-        # vq num_patches = vision image_size // patch_size = 8
-        vision_config=dict(
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            image_size=16,
-            patch_size=2,
-            projection_dim=16,
-            num_image_tokens=64,
-        ),
-        vq_config=dict(
-            embed_dim=8,
-            num_embeddings=CODES,
-            latent_channels=32,
-            base_channels=32,
-            channel_multiplier=[1, 2],  # downsampling 2: 8 x 8 codes -> 16 px
-            num_res_blocks=1,
-            projection_dim=16,
-            image_token_embed_dim=16,
-        ),
-        image_token_id=5,
+    # vq num_patches = vision image_size // patch_size = 8: 8 x 8 codes -> 16 px. Hugging
+    # Face's default vision MLP and aligner depth, as these tests were written with.
+    config = janus_config(
+        5, codes=CODES, patch_size=2, vision={"mlp_ratio": 4.0}, vq={"num_hidden_layers": 2}, **TEXT
     )
-    return JanusForConditionalGeneration(cfg).eval()
+    return JanusForConditionalGeneration(config).eval()
 
 
 def _images(n: int, h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -24,16 +24,13 @@ SCRIPT = textwrap.dedent(
     import os, sys, torch
     from tokred_train import load_config, train
     from tokred_train.run.distributed import dist_info, shutdown_distributed
+    from tokred_train.testing import HIMIX_HMGEN
 
     out, batch_size = sys.argv[1], int(sys.argv[2])
     cfg = load_config({
         "model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 3},
         "data": {"num_train": 8, "num_val": 2, "image_size": 16, "patch_size": 4},
-        "reduction": {
-            "understanding": "himix",
-            "generation": {"policy": "hmgen", "options": {"num_shallow": 1}},
-            "sharing": "task",
-        },
+        "reduction": HIMIX_HMGEN,
         "optim": {"batch_size": batch_size, "max_steps": 3, "warmup_steps": 1, "lr": 3e-3},
         "run": {"out_dir": out + "/run", "progress": False, "tensorboard": False,
                 "threads": 1, "log_every": 1, "ckpt_every": 3},

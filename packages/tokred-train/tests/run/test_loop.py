@@ -14,50 +14,23 @@ import torch
 from tokred_core import TokredError
 from tokred_train import load_config, train
 from tokred_train.run.checkpoint import LATEST, MARKER, find_latest_checkpoint, list_checkpoints
+from tokred_train.testing import HIMIX_HMGEN, retrain, tiny_run_config
 from tokred_train.testing import changed_parameters as changed
 from tokred_train.testing import snapshot_parameters as snapshot
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
-REDUCED = {
-    "understanding": "himix",
-    "generation": {"policy": "hmgen", "options": {"num_shallow": 1}},
-    "sharing": "task",
-}
+REDUCED = HIMIX_HMGEN
 
 
 def tiny(tmp_path, name="run", **sections):
-    base = {
-        "model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 3},
-        "data": {
-            "num_train": 12,
-            "num_val": 4,
-            "image_size": 16,
-            "patch_size": 4,
-            "codebook_size": 16,
-            "questions_per_image": 2,
-        },
-        "optim": {"batch_size": 4, "max_steps": 3, "warmup_steps": 1, "lr": 3e-3},
-        "run": {
-            "out_dir": str(tmp_path / name),
-            "progress": False,
-            "tensorboard": False,
-            "threads": 1,
-        },
-        "eval": {"max_samples": 4},
-    }
-    for section, values in sections.items():
-        base.setdefault(section, {}).update(values)
-    return load_config(base)
+    return tiny_run_config(tmp_path / name, **sections)
 
 
 def test_full_finetuning_writes_run_and_changes_weights(tmp_path):
     cfg = tiny(tmp_path, reduction=REDUCED, run={"tensorboard": True, "log_every": 2})
     result = train(cfg, stop_after_step=0)  # builds everything, runs no step
-    before = snapshot(result.model)
-    shutil.rmtree(cfg.run.out_dir)
-    result = train(cfg)
-    moved = changed(before, result.model)
+    result, moved = retrain(result)
     assert "model.layers.0.self_attn.q_proj.weight" in moved
     assert "model.layers.1.self_attn.image_proj.understanding.k_proj.weight" in moved
     assert "model.layers.2.self_attn.image_proj.generation.q_proj.weight" in moved
@@ -87,10 +60,7 @@ def test_lora_trains_adapters_only(tmp_path):
     report = result.built.lora
     # 3 layers x 2 image sets x (q, k, v) image projections carry adapters.
     assert len(report.image_projections) == 18 and not report.frozen_image_projections
-    before = snapshot(result.model)
-    shutil.rmtree(cfg.run.out_dir)
-    result = train(cfg)
-    moved = changed(before, result.model)
+    result, moved = retrain(result)
     trainable = {n for n, p in result.model.named_parameters() if p.requires_grad}
     assert moved and moved <= trainable
     assert all("lora_" in n for n in trainable)
@@ -107,7 +77,7 @@ def test_qlora_keeps_4bit_base_frozen(tmp_path):
     assert isinstance(q, bnb.nn.Linear4bit) and q.weight.dtype == torch.uint8
     img = base.model.layers[0].self_attn.image_proj.understanding.q_proj.base_layer
     assert isinstance(img, bnb.nn.Linear4bit)
-    before = snapshot(result.model)
+    before = snapshot(result.model)  # its dtypes tell the frozen 4-bit weights
     shutil.rmtree(cfg.run.out_dir)
     result = train(cfg)
     moved = changed(before, result.model)
@@ -196,9 +166,10 @@ def test_hf_model_with_registered_io_trains_with_qlora(tmp_path, monkeypatch):
     """kind hf: a local Llama folder, 4-bit through transformers, the family's ModelIO
     (vocab, image tokenizer) from the registry; here the embedded pair stands in for a real one."""
     import bitsandbytes as bnb
+    from tokred_models.tiny import TinyUnifiedConfig
     from tokred_train.data.pipeline import build_embedded_data
     from tokred_train.families import registry as families
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
     cfg = tiny(tmp_path, reduction=REDUCED)
     io = build_embedded_data(cfg.data)
@@ -209,17 +180,10 @@ def test_hf_model_with_registered_io_trains_with_qlora(tmp_path, monkeypatch):
         return families.ModelIO(io.vocab, io.image_tokenizer)
 
     monkeypatch.setitem(families._IO, "llama", factory)
+    # The tiny model's Llama (the config's model fields), saved as a Hugging Face folder.
+    tiny_llama = TinyUnifiedConfig.from_fields(cfg.model, io.vocab.vocab_size, seed=None)
     torch.manual_seed(0)
-    llama = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=io.vocab.vocab_size,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-        )
-    )
+    llama = LlamaForCausalLM(tiny_llama.to_llama_config())
     llama.save_pretrained(tmp_path / "llama")
     overrides = [
         "model.kind=hf",
@@ -233,9 +197,6 @@ def test_hf_model_with_registered_io_trains_with_qlora(tmp_path, monkeypatch):
     assert calls and calls[0][1] is result.built.base  # the factory saw the loaded model
     q = result.built.base.model.layers[0].self_attn.q_proj.base_layer
     assert isinstance(q, bnb.nn.Linear4bit) and q.weight.dtype == torch.uint8
-    before = snapshot(result.model)
-    shutil.rmtree(tmp_path / "hf")
-    result = train(cfg, overrides=overrides)
-    moved = changed(before, result.model)
+    result, moved = retrain(result, cfg, overrides)
     assert moved and all("lora_" in n for n in moved)
     assert [h["step"] for h in result.history] == [1, 2, 3]

@@ -9,6 +9,7 @@ from tokred_core import TokredError
 from tokred_train import load_config, train
 from tokred_train.run.losses import task_loss_sums
 from tokred_train.run.step import TrainStep, batch_targets
+from tokred_train.testing import HIMIX_HMGEN
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -20,11 +21,7 @@ def run(tmp_path_factory):
         {
             "model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 3},
             "data": {"num_train": 8, "num_val": 0, "image_size": 16, "patch_size": 4},
-            "reduction": {
-                "understanding": "himix",
-                "generation": {"policy": "hmgen", "options": {"num_shallow": 1}},
-                "sharing": "task",
-            },
+            "reduction": HIMIX_HMGEN,
             "lora": {"enabled": True, "r": 4},
             "run": {"out_dir": str(out / "run"), "progress": False, "tensorboard": False},
         }
