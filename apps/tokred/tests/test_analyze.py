@@ -6,10 +6,14 @@ import json
 
 import pytest
 from PIL import Image
+from tokred.analysis import ALLOCATION_FILES
 from tokred.cli import main
-from tokred.commands.analyze import ALLOCATION_FILES, parse_policy_arg
-from tokred.commands.demo import DEMO_BASE_CONFIG
+from tokred.policy_arg import parse_policy_arg
+from tokred.recipes import DEMO_RECIPE, shipped_configs
 from tokred_core import Task, TokredError
+from tokred_train import load_config
+
+DEMO = shipped_configs()[DEMO_RECIPE]
 
 SMALL = ["data.num_train=40", "model.hidden_size=32", "model.intermediate_size=64"]
 
@@ -45,17 +49,17 @@ def test_analyze_tiny(tmp_path, capsys):
         ["analyze", "--tiny", "--out", str(out), "--samples", "5", "--batch-size", "2", *sets]
     )
     assert code == 0
-    alloc = check_outputs(out, DEMO_BASE_CONFIG["model"]["num_layers"], 5)
+    alloc = check_outputs(out, load_config(DEMO).model.num_layers, 5)
     assert "understanding" in capsys.readouterr().out
     assert alloc["paper"]["understanding"]["first"]["image"] == 32.6
 
 
 def test_analyze_model_folder(tmp_path):
     """A model saved with save_pretrained, with the embedded vocab.json and vq/ beside it."""
-    from tokred_train import build_train_data, load_config
+    from tokred_train import build_train_data
     from tokred_train.model.builder import load_base_model
 
-    cfg = load_config(DEMO_BASE_CONFIG, SMALL)
+    cfg = load_config(DEMO, SMALL)
     data = build_train_data(cfg)
     model, _ = load_base_model(cfg, data.vocab.vocab_size, "cpu")
     folder = tmp_path / "model"
@@ -79,10 +83,10 @@ def test_analyze_janus_model_folder(tmp_path):
 
 
 def test_analyze_run_folder_with_and_without_its_reduction(tmp_path):
-    from tokred_train import load_config, train
+    from tokred_train import train
 
     cfg = load_config(
-        DEMO_BASE_CONFIG,
+        DEMO,
         [
             *SMALL,
             "optim.max_steps=2",
@@ -126,6 +130,13 @@ def test_policy_argument():
         parse_policy_arg("understanding=")
     with pytest.raises(TokredError):
         parse_policy_arg("hmgen:oops")
+    # The grammar is tokred_core's (parse_task_policies); 'run' and nothing keep the model's.
+    assert parse_policy_arg(None) is None and parse_policy_arg("  run ") is None
+    assert parse_policy_arg("none").policies[Task.UNDERSTANDING].name == "none"
+    with pytest.raises(TokredError, match="^--policy option 'oops' must be key=value"):
+        parse_policy_arg("understanding=himix:oops")
+    with pytest.raises(TokredError, match="^--policy 'hmgen': expected TASK=NAME"):
+        parse_policy_arg("understanding=himix,hmgen")
 
 
 @pytest.mark.parametrize(

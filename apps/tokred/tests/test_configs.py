@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tokred.commands.train import shipped_configs
+from tokred.recipes import shipped_configs
 from tokred_core import TokredError
 from tokred_train import build_model, load_config, save_config, train
 from tokred_train.config import TrainConfig
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
 def test_the_recipes_are_shipped():
-    assert set(shipped_configs()) == {"tiny-shapes", "janus-pro-1b-qlora", "emu3-full"}
+    assert set(shipped_configs()) == {"tiny-shapes", "demo", "janus-pro-1b-qlora", "emu3-full"}
 
 
 @pytest.mark.parametrize("name", sorted(shipped_configs()))

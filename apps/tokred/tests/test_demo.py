@@ -8,7 +8,8 @@ import json
 import pytest
 from PIL import Image
 from tokred.cli import main
-from tokred.report import above_chance, nontrivial_understanding, render_report
+from tokred.findings import above_chance, nontrivial_understanding
+from tokred.report import render_report
 
 RUN_KEYS = {"policies", "sharing", "train", "final", "understanding", "generation", "allocation"}
 
@@ -76,7 +77,7 @@ def test_demo_writes_report_metrics_and_figures(tmp_path, capsys):
 def test_demo_evaluates_on_held_out_multi_shape_scenes(tmp_path):
     # The demo's task must be able to separate runs: several shapes per image, and
     # validation scenes that training never shows (the split the evaluation rebuilds).
-    from tokred.commands.demo import demo_config
+    from tokred.demo_run import demo_config
     from tokred_train.data.shapes.dataset import build_shapes_dataset, scene_key
 
     d = demo_config(tmp_path, "baseline", 1, False, []).data
@@ -89,6 +90,35 @@ def test_demo_evaluates_on_held_out_multi_shape_scenes(tmp_path):
         q["answer"] for qs in dd["validation"]["questions"] for q in qs if "many" in q["question"]
     }
     assert len(counts) >= 2  # the count question is not trivial
+
+
+def test_the_demo_recipe_states_only_what_the_demo_changes(tmp_path):
+    from tokred.demo_run import DEMO_REDUCTION, demo_config
+    from tokred.recipes import DEMO_RECIPE, demo_recipe, demo_steps, shipped_configs
+    from tokred_train import load_config
+    from tokred_train.config import ModelConfig
+
+    recipe = demo_recipe()
+    assert recipe["model"] == {"kind": "tiny"}  # the tiny model's own dimensions
+    assert "reduction" not in recipe  # the baseline; the reduced run adds DEMO_REDUCTION
+    recipe["optim"]["max_steps"] = 1  # a fresh copy each time
+    assert demo_steps() == load_config(shipped_configs()[DEMO_RECIPE]).optim.max_steps > 1
+    baseline = demo_config(tmp_path, "baseline", 5, False, ["optim.lr=0.01"])
+    assert baseline.model == ModelConfig() and baseline.optim.lr == 0.01
+    assert baseline.optim.max_steps == 5 and baseline.run.out_dir == str(tmp_path / "runs/baseline")
+    # The reduced run is the recipe's comment's command line: the same config.
+    reduced = demo_config(tmp_path, "reduced", 5, True, [])
+    assert reduced == load_config(
+        shipped_configs()[DEMO_RECIPE],
+        [
+            "reduction.understanding=himix",
+            "reduction.generation=hmgen:num_shallow=1",
+            "reduction.sharing=task",
+            "optim.max_steps=5",
+            f"run.out_dir={tmp_path / 'runs' / 'reduced'}",
+        ],
+    )
+    assert reduced.reduction.generation.options == DEMO_REDUCTION["generation"]["options"]
 
 
 def test_above_chance_rule():

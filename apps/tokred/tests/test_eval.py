@@ -7,7 +7,9 @@ import json
 import pytest
 from PIL import Image
 from tokred.cli import main
-from tokred.commands.demo import DEMO_BASE_CONFIG
+from tokred.recipes import DEMO_RECIPE, shipped_configs
+
+DEMO = shipped_configs()[DEMO_RECIPE]
 
 SMALL = [
     "data.max_shapes=1",  # the single-shape chance levels below
@@ -36,9 +38,7 @@ def runs(tmp_path_factory):
             ],
         ),
     ):
-        cfg = load_config(
-            DEMO_BASE_CONFIG, [*SMALL, *extra, "optim.max_steps=2", f"run.out_dir={root / name}"]
-        )
+        cfg = load_config(DEMO, [*SMALL, *extra, "optim.max_steps=2", f"run.out_dir={root / name}"])
         train(cfg)
         out[name] = root / name
     return out

@@ -4,9 +4,13 @@ To add a subcommand, drop a module in this package that defines
 
     COMMAND = Command(name="demo", help="...", configure=add_arguments, run=run)
 
-`configure(parser)` adds its arguments; `run(args)` does the work and returns the exit
-status. Modules are discovered on start-up, so keep their top level light: import
-torch-heavy or model code (tokred_train, transformers) inside `run`, never at import time,
+`configure(parser)` adds its arguments; `run(args)` calls the one library function that
+does the work (in a module of `tokred` beside this package: analysis, demo_run,
+evaluation, flops_table, training) and prints its result, returning the exit status.
+Every module here is a command: what commands share lives in those library modules, and
+no command imports another (tests/test_commands.py checks both). Modules are discovered on
+start-up, so keep their top level light: import the library module (and through it
+torch-heavy or model code: tokred_train, transformers) inside `run`, never at import time,
 so that `tokred --help` and `tokred flops` stay fast and work without those extras.
 """
 

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
-
-from tokred_core import TokredError
 
 from . import Command
 
-__all__ = ["COMMAND", "format_eval"]
+__all__ = ["COMMAND"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -68,66 +65,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print eval.json instead of a summary")
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
-def format_eval(result: dict) -> str:
-    """A short human summary of eval.json."""
-    lines = []
-    u = result.get("understanding")
-    if u:
-        lines.append(
-            f"understanding: exact match {_pct(u['accuracy'])} on {u['total']} questions "
-            f"(chance {_pct(u['chance'])}, majority answer {_pct(u['majority'])}; decode {u['mode']})"
-        )
-        for name, t in u["per_type"].items():
-            lines.append(
-                f"  {name:<9} {_pct(t['accuracy']):>6}  (n={t['total']}, chance {_pct(t['chance'])} "
-                f"= 1/{t['num_answers']}, majority {_pct(t['majority'])})"
-            )
-    g = result.get("generation")
-    if g and g.get("per_attribute"):
-        lines.append(
-            f"generation: all attributes right {_pct(g['accuracy'])} on {g['total']} prompts "
-            f"(chance {_pct(g['chance']['all'])}; {g['empty_images']} empty images; decode {g['mode']})"
-        )
-        for attr in ("kind", "color", "position"):
-            lines.append(
-                f"  {attr:<9} {_pct(g['per_attribute'][attr]):>6}  (chance {_pct(g['chance'][attr])})"
-            )
-    elif g:
-        lines.append(
-            f"generation: {g['total']} images drawn, not scored (no detector for this data)"
-        )
-    if result.get("sample_grid"):
-        lines.append(f"samples: {result['sample_grid']}")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> int:
-    from tokred_train.eval.run import evaluate_run, load_run
+    from ..evaluation import evaluate, format_eval
 
-    from .analyze import parse_policy_arg
-
-    for name in ("understanding", "generation"):
-        if getattr(args, name) < 0:
-            raise TokredError(f"--{name} {getattr(args, name)}: need 0 or more")
-    if args.temperature < 0:
-        raise TokredError(f"--temperature {args.temperature}: need 0 (greedy) or more")
-    policies = parse_policy_arg(args.policy)
-    if policies is not None and args.mode == "cached":
-        raise TokredError(
-            "--mode cached runs the unreduced model: drop --policy or use --mode reduced"
-        )
-    loaded = load_run(Path(args.run_dir))
-    out = evaluate_run(
-        loaded,
-        Path(args.out) if args.out else None,
-        num_understanding=args.understanding,
-        num_generation=args.generation,
+    out = evaluate(
+        args.run_dir,
+        args.out,
+        understanding=args.understanding,
+        generation=args.generation,
+        policy=args.policy,
         mode=args.mode,
-        policies=policies,
         temperature=args.temperature,
         seed=args.seed,
         batch_size=args.batch_size,
