@@ -27,19 +27,22 @@ from tokred_models import apply_reduction
 from tokred_models.tiny import TinyUnifiedConfig, build_tiny_unified_model
 from transformers import LlamaForCausalLM
 
+#: The model's flags: each sets a field of the embedded tiny model's config (default).
+MODEL_FLAGS = {
+    "hidden": ("hidden_size", 1024),
+    "ffn": ("intermediate_size", 2816),
+    "layers": ("num_layers", 4),
+    "heads": ("num_heads", 16),
+    "kv_heads": ("num_kv_heads", 16),
+    "vocab": ("vocab_size", 2048),
+}
+
 
 def tiny_config(args) -> TinyUnifiedConfig:
     """The benchmarked decoder: the embedded tiny model's Llama at the flags' sizes."""
-    return TinyUnifiedConfig(
-        vocab_size=args.vocab,
-        hidden_size=args.hidden,
-        intermediate_size=args.ffn,
-        num_layers=args.layers,
-        num_heads=args.heads,
-        num_kv_heads=args.kv_heads,
-        max_positions=4096,
-        seed=None,  # seeded below, so the batches drawn after it follow from seed 0 too
-    )
+    sizes = {field: getattr(args, flag) for flag, (field, _) in MODEL_FLAGS.items()}
+    # Unseeded here: build_model seeds, so the batches drawn after it follow from seed 0 too.
+    return TinyUnifiedConfig(**sizes, max_positions=4096, seed=None)
 
 
 def build_model(config: TinyUnifiedConfig) -> LlamaForCausalLM:
@@ -70,12 +73,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--hidden", type=int, default=1024)
-    parser.add_argument("--ffn", type=int, default=2816)
-    parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--heads", type=int, default=16)
-    parser.add_argument("--kv-heads", type=int, default=16)
-    parser.add_argument("--vocab", type=int, default=2048)
+    for flag, (_, default) in MODEL_FLAGS.items():
+        parser.add_argument("--" + flag.replace("_", "-"), type=int, default=default)
     parser.add_argument("--text-tokens", type=int, default=64)
     parser.add_argument("--image-tokens", type=int, default=576)
     parser.add_argument("--batch", type=int, default=2)
