@@ -162,8 +162,7 @@ def test_imports_flow_down_between_packages():
         f"{m} imports {t}"
         for m, targets in _graph().items()
         for t in targets
-        if t.split(".")[0] != m.split(".")[0]
-        and t.split(".")[0] not in _ALLOWED[m.split(".")[0]]
+        if t.split(".")[0] != m.split(".")[0] and t.split(".")[0] not in _ALLOWED[m.split(".")[0]]
     ]
     assert bad == []
 
