@@ -22,7 +22,7 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["Command", "discover_commands"]
+__all__ = ["Command", "add_set_option", "discover_commands"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,13 @@ class Command:
     """Runs the subcommand; returns the exit status."""
     description: str | None = None
     """Longer text for `tokred NAME --help` (defaults to `help`)."""
+
+
+def add_set_option(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--set KEY=VALUE` (repeatable, into `args.overrides`): every command's overrides."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help
+    )
 
 
 def discover_commands() -> dict[str, Command]:

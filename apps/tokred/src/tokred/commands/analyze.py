@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import Command
+from . import Command, add_set_option
 
 __all__ = ["COMMAND"]
 
@@ -52,14 +52,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="run (the model's own reduction, default), none (full attention), a policy name, "
         "or TASK=NAME[,TASK=NAME]; options as NAME:key=value, e.g. generation=hmgen:num_shallow=1",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="--tiny: a config override, e.g. model.num_layers=6 (repeatable)",
-    )
+    add_set_option(parser, "--tiny: a config override, e.g. model.num_layers=6 (repeatable)")
 
 
 def run(args: argparse.Namespace) -> int:

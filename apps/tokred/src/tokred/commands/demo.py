@@ -23,7 +23,7 @@ import argparse
 from pathlib import Path
 
 from ..recipes import demo_steps
-from . import Command
+from . import Command, add_set_option
 
 __all__ = ["COMMAND"]
 
@@ -66,13 +66,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="samples per task for the allocation probe",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override the embedded default for both runs, e.g. optim.lr=1e-3 (repeatable)",
+    add_set_option(
+        parser, "override the embedded default for both runs, e.g. optim.lr=1e-3 (repeatable)"
     )
 
 

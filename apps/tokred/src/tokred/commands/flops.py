@@ -15,7 +15,7 @@ from tokred_core.cost import CAUSAL_MODES
 from tokred_core.shapes import PRESETS
 
 from ..flops_table import flops_result, render_table
-from . import Command
+from . import Command, add_set_option
 
 __all__ = ["COMMAND"]
 
@@ -30,14 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policy", required=True, metavar="NAME", help=f"one of {', '.join(available_policies())}"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a policy config field, e.g. --set num_shallow=5 (repeatable)",
-    )
+    add_set_option(parser, "a policy config field, e.g. --set num_shallow=5 (repeatable)")
     parser.add_argument(
         "--text-tokens", type=int, required=True, metavar="T", help="text tokens per sample"
     )
