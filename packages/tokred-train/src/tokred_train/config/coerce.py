@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from tokred_core import TokredError
 
-__all__ = ["config_error", "coerce", "from_dict"]
+__all__ = ["check_positive", "config_error", "coerce", "from_dict"]
 
 
 def config_error(key: str, message: str) -> TokredError:
@@ -35,6 +35,17 @@ def _type_name(hint: Any) -> str:
     if hint is str:
         return "a string"
     return getattr(hint, "__name__", str(hint))
+
+
+def check_positive(section: str, obj: Any, *names: str, allow_zero: bool = False) -> None:
+    """Each named field of `obj` is > 0 (>= 0 with allow_zero), or None."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is None:
+            continue
+        if value < 0 or (value == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise config_error(f"{section}.{name}", f"{value} must be {bound}")
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
