@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from tokred_core import (
+    TASK_NAMES,
     TaskPolicies,
     TokenLayout,
     TokredError,
@@ -111,6 +112,11 @@ class DataConfig:
     understanding_ratio: float = 0.5
     """Fraction of every batch that is understanding samples (the rest is generation);
     1 trains understanding only, 0 generation only."""
+    train_tasks: list[str] = field(default_factory=lambda: list(TASK_NAMES))
+    """The tasks a run trains on, out of the same mixed batches: both is unified training;
+    one task keeps only its own samples of each batch, so an isolated run sees exactly
+    the samples of its task that the unified run sees, in the same order and over the same
+    optimizer steps (the synergy study's fair budget)."""
     num_train: int = 1000
     """shapes: training images (each gives one generation and several understanding samples)."""
     num_val: int = 100
@@ -145,6 +151,7 @@ class DataConfig:
             raise _fail("data.kind", f"{self.kind!r} must be one of {', '.join(DATA_KINDS)}")
         if not 0.0 <= self.understanding_ratio <= 1.0:
             raise _fail("data.understanding_ratio", f"{self.understanding_ratio} is outside [0, 1]")
+        self._check_train_tasks()
         _positive("data", self, "num_train", "image_size", "codebook_size", "patch_size")
         _positive("data", self, "num_val", "questions_per_image", allow_zero=True)
         _positive("data", self, "max_length")
@@ -170,6 +177,24 @@ class DataConfig:
                 )
         if self.on_bad_image not in ("fail", "skip"):
             raise _fail("data.on_bad_image", f"{self.on_bad_image!r} must be 'fail' or 'skip'")
+
+    def _check_train_tasks(self) -> None:
+        tasks = self.train_tasks
+        unknown = [t for t in tasks if t not in TASK_NAMES]
+        if unknown or not tasks or len(set(tasks)) != len(tasks):
+            raise _fail(
+                "data.train_tasks",
+                f"{tasks}: name understanding, generation or both, each once",
+            )
+        share = {
+            "understanding": self.understanding_ratio,
+            "generation": 1 - self.understanding_ratio,
+        }
+        if all(share[t] == 0 for t in tasks):
+            raise _fail(
+                "data.train_tasks",
+                f"{tasks} get no samples at data.understanding_ratio={self.understanding_ratio}",
+            )
 
 
 def split_data_path(entry: str, default_kind: str) -> tuple[str, str]:

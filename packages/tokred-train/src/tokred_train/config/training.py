@@ -141,6 +141,9 @@ class RunConfig:
     """Show a tqdm progress bar with loss, tokens/s and ETA."""
     tensorboard: bool = True
     """Write TensorBoard scalars to out_dir/tensorboard."""
+    log_samples: bool = False
+    """Write samples.jsonl: the sample indices of every micro-batch trained, by task (to
+    check which samples a run saw; the study's fairness test reads it)."""
     prefetch: int | None = None
     """Micro-batches collated ahead in a background thread (0: collate in the loop; null:
     2 when training on CUDA, 0 on the CPU, where collation would compete with the model for

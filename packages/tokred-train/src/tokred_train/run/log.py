@@ -30,6 +30,7 @@ __all__ = ["MetricsLogger", "truncate_jsonl", "peak_memory_bytes", "read_jsonl"]
 
 METRICS_FILE = "metrics.jsonl"
 VALIDATION_FILE = "validation.jsonl"
+SAMPLES_FILE = "samples.jsonl"
 
 
 def _clean(value: Any) -> Any:
@@ -131,6 +132,11 @@ class MetricsLogger:
             if last.get("tokens_per_s"):
                 post["tok/s"] = f"{last['tokens_per_s']:.0f}"
             self._bar.set_postfix(post, refresh=False)
+
+    def log_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
+        """Rows of another JSONL file of the run (e.g. samples.jsonl)."""
+        if self.enabled and rows:
+            self._append(name, rows)
 
     def log_validation(self, step: int, metrics: Mapping[str, float]) -> None:
         if not self.enabled or not metrics:

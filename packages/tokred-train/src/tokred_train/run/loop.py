@@ -42,8 +42,9 @@ from ..data.training_data import TrainData
 from ..model.builder import BuiltModel
 from .checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from .distributed import DistInfo, barrier
-from .log import MetricsLogger, peak_memory_bytes
+from .log import SAMPLES_FILE, MetricsLogger, peak_memory_bytes
 from .prefetch import Prefetcher
+from .sampler import MixedBatchSampler
 from .setup import RunSetup, data_position, seed_everything, setup_run
 from .step import BatchTargets, batch_targets
 from .validation import validation_loss
@@ -128,9 +129,20 @@ def train(
         torch.set_num_threads(threads)
 
 
-def _micro_batch(data: TrainData, sampler: Any, micro: int) -> tuple[dict[str, Any], BatchTargets]:
-    batch = data.collate(sampler.draw(micro))
-    return batch, batch_targets(batch, data.loss_path)
+#: One micro-batch as the step takes it: the collated batch, its loss targets, and the
+#: sample indices it holds by task (None: the micro-batch holds no sample of a trained task).
+MicroBatch = tuple[dict[str, Any], BatchTargets, dict[str, list[int]]] | None
+
+
+def _micro_batch(
+    data: TrainData, sampler: MixedBatchSampler, micro: int, tasks: Sequence[str]
+) -> MicroBatch:
+    """Micro-batch `micro` of the mixed stream, keeping the samples of `tasks` only."""
+    parts = {task: idx for task, idx in sampler.draw(micro).items() if task in tasks}
+    if not any(len(idx) for idx in parts.values()):
+        return None
+    batch = data.collate(parts)
+    return batch, batch_targets(batch, data.loss_path), {t: i.tolist() for t, i in parts.items()}
 
 
 class Trainer:
@@ -158,12 +170,14 @@ class Trainer:
         self.last_checkpoint: Path | None = None
 
     # ---- the step -------------------------------------------------------------------------
-    def train_step(
-        self, step: int, micros: list[tuple[dict[str, Any], BatchTargets]]
-    ) -> StepRecord:
+    def train_step(self, step: int, micros: list[MicroBatch]) -> StepRecord:
         """optim.grad_accum micro-batches -> one optimizer step; the loss is the mean over
-        every target token of the step, so micro-batches weigh by their targets."""
+        every target token of the step, so micro-batches weigh by their targets. A step
+        whose micro-batches hold no sample of a trained task still steps the optimizer and
+        the schedule, on no gradient, so every run of a study takes the same steps."""
         s = self.setup
+        self._log_samples(step, micros)
+        micros = [(batch, targets) for batch, targets, _ in filter(None, micros)]
         total = max(sum(sum(t.counts) for _, t in micros), 1)
         sums = torch.zeros(2, dtype=torch.float32, device=s.device)
         tokens = samples = 0
@@ -188,6 +202,14 @@ class Trainer:
         return StepRecord(step, sums, counts, grad_norm.detach(), lr, tokens, samples)
 
     # ---- logging, validation, checkpoints -------------------------------------------------
+    def _log_samples(self, step: int, micros: list[MicroBatch]) -> None:
+        if self.config.run.log_samples:
+            rows = [
+                {"step": step, "micro": i, **(m[2] if m is not None else {})}
+                for i, m in enumerate(micros)
+            ]
+            self.logger.log_rows(SAMPLES_FILE, rows)
+
     def flush(self) -> None:
         rows = self.window.flush()
         if rows:
@@ -245,7 +267,8 @@ class Trainer:
         depth = cfg.run.prefetch
         if depth is None:
             depth = 2 if s.device.type == "cuda" else 0
-        prefetch = Prefetcher(lambda m: _micro_batch(s.data, s.sampler, m), depth)
+        tasks = cfg.data.train_tasks
+        prefetch = Prefetcher(lambda m: _micro_batch(s.data, s.sampler, m, tasks), depth)
         step = s.start_step
         try:
             s.model.train()

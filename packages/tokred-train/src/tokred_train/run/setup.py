@@ -37,7 +37,7 @@ from .checkpoint import (
     remove_partial_checkpoints,
 )
 from .distributed import DistInfo, barrier, dist_info, init_distributed
-from .log import METRICS_FILE, VALIDATION_FILE, truncate_jsonl
+from .log import METRICS_FILE, SAMPLES_FILE, VALIDATION_FILE, truncate_jsonl
 from .optim import build_optimizer, build_scheduler
 from .sampler import MixedBatchSampler
 from .step import TrainStep
@@ -196,6 +196,7 @@ def _write_run_folder(setup: RunSetup) -> None:
     remove_partial_checkpoints(run_dir)
     truncate_jsonl(run_dir / METRICS_FILE, setup.start_step)
     truncate_jsonl(run_dir / VALIDATION_FILE, setup.start_step)
+    truncate_jsonl(run_dir / SAMPLES_FILE, setup.start_step)
     save_config(setup.config, run_dir / CONFIG_FILE)
     for obj, target in (
         (data.vocab, run_dir / VOCAB_FILE),
