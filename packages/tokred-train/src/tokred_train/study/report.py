@@ -1,0 +1,139 @@
+"""report.md of a synergy study, from what study.json holds: no number here that is not
+there too."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["render_report"]
+
+
+def _ci(est: Mapping[str, Any] | None, scale: float = 100.0, unit: str = "") -> str:
+    if not est or est.get("mean") is None:
+        return "-"
+    mean = est["mean"] * scale
+    if est.get("low") is None:
+        return f"{mean:.1f}{unit} (n={est.get('n', 0)}, no interval)"
+    return f"{mean:.1f}{unit} [{est['low'] * scale:.1f}, {est['high'] * scale:.1f}]"
+
+
+def _ratio(est: Mapping[str, Any] | None) -> str:
+    if not est or est.get("mean") is None:
+        return "-"
+    if est.get("low") is None:
+        return f"{est['mean']:.3f}x"
+    return f"{est['mean']:.3f}x [{est['low']:.3f}, {est['high']:.3f}]"
+
+
+def _scores_table(study: Mapping[str, Any]) -> list[str]:
+    tasks = list(study["score_kinds"])
+    lines = [
+        "| arm | run | " + " | ".join(tasks) + " |",
+        "|---|---|" + "---|" * len(tasks),
+    ]
+    for arm in study["arms"]:
+        for kind, per_task in study["arms"][arm]["runs"].items():
+            cells = [_ci(per_task.get(t, {}).get("estimate")) for t in tasks]
+            lines.append(f"| {arm} | {kind} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _synergy_table(study: Mapping[str, Any]) -> list[str]:
+    tasks = list(study["score_kinds"])
+    head = " | ".join(f"{t} synergy | {t} kept" for t in tasks)
+    lines = [f"| arm | {head} | Δm% |", "|---|" + "---|---|" * len(tasks) + "---|"]
+    for arm in study["arms"]:
+        a = study["arms"][arm]
+        cells = []
+        for t in tasks:
+            kept = a["synergy_kept"].get(t)
+            cells += [_ci(a["synergy"].get(t)), _ratio(kept) if kept else "1 (the reference)"]
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {_ci(a['delta_m_percent'], 1.0)} |")
+    return lines
+
+
+def _cost_table(study: Mapping[str, Any]) -> list[str]:
+    lines = [
+        "| arm | run | FLOPs ratio | step-time ratio | tokens/s ratio | peak memory ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm in study["arms"]:
+        for kind, c in study["arms"][arm]["cost"].items():
+            cells = [c["flops_ratio"], c["step_time_ratio"], c["tokens_per_s_ratio"]]
+            cells.append(c["peak_memory_ratio"])
+            lines.append(f"| {arm} | {kind} | " + " | ".join(_ratio(x) for x in cells) + " |")
+    return lines
+
+
+def _findings(study: Mapping[str, Any]) -> list[str]:
+    f = study["findings"]
+    lines = []
+    a = f.get("a_asymmetry")
+    if a and "understanding" in a:
+        u, g = a["understanding"], a["generation"]
+        lines.append(
+            f"- (a) asymmetry: **{a['verdict']}**. Image share, first third -> last third of "
+            f"{a['layers']} layers: understanding {u['early']:.1%} -> {u['late']:.1%}, "
+            f"generation {g['early']:.1%} -> {g['late']:.1%} (baseline unified model, "
+            f"seed {study['seeds'][0]}; one model, no interval)."
+        )
+    else:
+        lines.append("- (a) asymmetry: not measured (no baseline unified run).")
+    for task, entry in f["b_unified_beats_isolated"].items():
+        lines.append(
+            f"- (b) unified beats isolated on {task}: **{entry['verdict']}** "
+            f"(synergy {_ci(entry['synergy'])} points)."
+        )
+    for task, entry in f["c_synergy_lost_and_recovered"].items():
+        kept = ", ".join(
+            f"{name} keeps {_ratio(v)}" for name, v in entry.items() if isinstance(v, dict)
+        )
+        lines.append(
+            f"- (c) {task}: synergy lost under share all: **{entry['lost_under_share_all']}**; "
+            "partly recovered under share partial (means): "
+            f"**{entry['partly_recovered_under_share_partial']}**. {kept or 'no accelerated arm'}."
+        )
+    return lines
+
+
+def render_report(study: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
+    seeds = study["seeds"]
+    kinds = ", ".join(f"{t}: {k}" for t, k in study["score_kinds"].items())
+    lines = [
+        "# Synergy study",
+        "",
+        f"Arms: {', '.join(study['arms'])}. Seeds: {', '.join(map(str, seeds))} (paired: the same "
+        "initial weights and batch order in every arm). Budget: "
+        + (
+            "an isolated run trains on exactly the unified run's samples of its task, in the "
+            "same order and over the same optimizer steps."
+            if study["budget"] == "matched"
+            else "an isolated run fills whole batches with its task (the unified run's steps "
+            "and samples per step)."
+        ),
+        f"Scores ({kinds}) are percentages with 95% t-intervals over seeds; synergy is unified "
+        "minus isolated within each seed (signed so that + means joint training helped); kept "
+        "is an arm's synergy over the baseline's, with Fieller's interval (none shown: not "
+        "bounded at these seeds).",
+        "",
+        "## Findings",
+        "",
+        *_findings(study),
+        "",
+        "## Scores",
+        "",
+        *_scores_table(study),
+        "",
+        "## Synergy",
+        "",
+        *_synergy_table(study),
+        "",
+        "## Cost against the baseline (same run kind, paired by seed)",
+        "",
+        *_cost_table(study),
+        "",
+    ]
+    if figures:
+        lines += ["## Figures", "", *(f"- [{name}]({name})" for name in figures), ""]
+    return "\n".join(lines)

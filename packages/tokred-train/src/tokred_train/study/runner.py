@@ -1,0 +1,240 @@
+"""Running the study's grid: every run of every arm at every seed, resumable.
+
+Layout of the study folder:
+
+    runs/<arm>/<kind>/seed-<s>/      one training run (kind: unified, isolated-<task>)
+        config.yaml metrics.jsonl summary.json checkpoints/ eval/eval.json
+        result.json                  its scores, step time, tokens/s, memory: written last
+    runs/<arm>/<kind>/seed-<s>.partial/   a run in progress
+
+A run trains into its `.partial` folder with `run.resume=true`, so an interrupted study
+continues it from its newest checkpoint; it is renamed to its final name only when it has
+trained, been evaluated and written result.json. So a run folder is complete or absent,
+and rerunning the same study reuses every complete run.
+
+Seeds pair the arms: seed s sets `run.seed` (initial weights, batch order) in every run of
+every arm, and the data set (data.seed) is the same for all.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tokred_core import TokredError
+
+from ..atomic import atomic_write_text
+from ..config import TrainConfig, check_policies_fit, load_config
+from ..eval.run import evaluate_run, run_from_result
+from ..run.loop import RunResult, train
+from .arms import Arm, RunSpec
+from .cost import decoder_shape_of, training_flops
+
+__all__ = ["Budget", "RunRecord", "StudyRunner", "RESULT_FILE"]
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "result.json"
+Budget = Literal["matched", "full-batch"]
+#: Micro-batches the cost model prices per run (the first ones; the mix repeats).
+FLOPS_BATCHES = 50
+
+
+@dataclass
+class RunRecord:
+    """What the study keeps of one finished run (result.json)."""
+
+    arm: str
+    kind: str
+    seed: int
+    scores: dict[str, float]
+    """Per trained task: understanding accuracy, generation detector score (or validation
+    loss where no detector applies; see `score_kinds`)."""
+    score_kinds: dict[str, str]
+    step_time_s: float | None
+    tokens_per_s: float | None
+    peak_memory_bytes: int | None
+    """CUDA's max allocated on a GPU; None on the CPU, where the only measure is the
+    process's max RSS, which in one study process only ever grows from run to run."""
+    forward_flops: int
+    steps: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class StudyRunner:
+    """Trains and evaluates the runs of a study into `out_dir/runs`."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        out_dir: Path,
+        *,
+        budget: Budget = "matched",
+        num_understanding: int = 400,
+        num_generation: int = 400,
+        on_event: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.budget = budget
+        self.num_understanding = num_understanding
+        self.num_generation = num_generation
+        self.say = on_event or (lambda message: log.info("%s", message))
+
+    def run_dir(self, spec: RunSpec, seed: int) -> Path:
+        return self.out_dir / "runs" / spec.arm / spec.kind / f"seed-{seed}"
+
+    def run_config(self, arm: Arm, spec: RunSpec, seed: int, out_dir: Path) -> TrainConfig:
+        overrides = [
+            *arm.overrides(spec),
+            f"run.seed={seed}",
+            f"run.out_dir={out_dir}",
+            # Resume only what an interrupted study left (and say nothing otherwise).
+            f"run.resume={str(Path(out_dir).is_dir()).lower()}",
+            "run.progress=false",
+        ]
+        if self.budget == "full-batch" and len(spec.train_tasks) == 1:
+            # Whole batches of the task: the same steps and samples per step as unified.
+            ratio = 1.0 if spec.train_tasks[0] == "understanding" else 0.0
+            overrides.append(f"data.understanding_ratio={ratio}")
+        return load_config(self.config, overrides)
+
+    def check(self, arms: Sequence[Arm], seeds: Sequence[int]) -> None:
+        """Every run's config loads and its policies fit the model, before any training."""
+        num_layers = model_num_layers(self.config)
+        for arm in arms:
+            for spec in arm.runs():
+                try:
+                    cfg = self.run_config(arm, spec, seeds[0], self.run_dir(spec, seeds[0]))
+                    check_policies_fit(cfg.reduction, num_layers)
+                except TokredError as exc:
+                    raise TokredError(f"arm {arm.name!r}: {exc}") from None
+
+    def completed(self, spec: RunSpec, seed: int) -> RunRecord | None:
+        path = self.run_dir(spec, seed) / RESULT_FILE
+        if not path.is_file():
+            return None
+        return RunRecord(**json.loads(path.read_text(encoding="utf-8")))
+
+    def run(self, arm: Arm, spec: RunSpec, seed: int) -> RunRecord:
+        """The run's record: read back when complete, else trained, evaluated, then renamed."""
+        done = self.completed(spec, seed)
+        if done is not None:
+            self.say(f"{spec.arm} {spec.kind} seed {seed}: complete, reused")
+            return done
+        final = self.run_dir(spec, seed)
+        if final.exists():  # a folder without result.json is not ours to keep as complete
+            raise TokredError(
+                f"{final} exists but holds no {RESULT_FILE}: it is not a complete study run; "
+                "move it away and rerun the study"
+            )
+        partial = final.with_name(final.name + ".partial")
+        cfg = self.run_config(arm, spec, seed, partial)
+        self.say(f"{spec.arm} {spec.kind} seed {seed}: training {cfg.optim.max_steps} steps")
+        result = train(cfg)
+        record = self._record(arm, spec, seed, result, partial)
+        atomic_write_text(partial / RESULT_FILE, json.dumps(record.to_dict(), indent=2) + "\n")
+        _fsync_dir(partial)
+        os.replace(partial, final)
+        _fsync_dir(final.parent)
+        return record
+
+    def _record(
+        self, arm: Arm, spec: RunSpec, seed: int, result: RunResult, run_dir: Path
+    ) -> RunRecord:
+        tasks = spec.train_tasks
+        ev = evaluate_run(
+            run_from_result(result),
+            run_dir / "eval",
+            num_understanding=self.num_understanding if "understanding" in tasks else 0,
+            num_generation=self.num_generation if "generation" in tasks else 0,
+            seed=seed,
+        )
+        scores, kinds = _scores(ev, result.metrics, tasks)
+        summary = result.summary
+        flops = training_flops(
+            result.data,
+            result.config,
+            result.handle.policies,
+            decoder_shape_of(result.built.base),
+            FLOPS_BATCHES * result.config.optim.grad_accum,
+        )
+        return RunRecord(
+            arm=arm.name,
+            kind=spec.kind,
+            seed=seed,
+            scores=scores,
+            score_kinds=kinds,
+            step_time_s=summary.get("step_time_s"),
+            tokens_per_s=summary.get("tokens_per_s"),
+            peak_memory_bytes=(
+                summary.get("peak_memory_bytes")
+                if summary.get("peak_memory_kind") == "cuda_max_memory_allocated"
+                else None
+            ),
+            forward_flops=flops,
+            steps=result.last_step,
+        )
+
+    def run_all(self, arms: Sequence[Arm], seeds: Sequence[int]) -> list[RunRecord]:
+        """Every run, seed by seed (so a stopped study has whole seeds done first)."""
+        records = []
+        for seed in seeds:
+            for arm in arms:
+                for spec in arm.runs():
+                    records.append(self.run(arm, spec, seed))
+        return records
+
+
+def _scores(
+    ev: dict[str, Any], metrics: dict[str, Any], tasks: Sequence[str]
+) -> tuple[dict[str, float], dict[str, str]]:
+    """Each trained task's score and what it is. Generation without a detector (real
+    formats) falls back to the validation image-token loss: lower is better."""
+    scores: dict[str, float] = {}
+    kinds: dict[str, str] = {}
+    if "understanding" in tasks:
+        und = ev.get("understanding")
+        if und is None:
+            raise TokredError("the study's understanding runs need validation questions")
+        scores["understanding"], kinds["understanding"] = float(und["accuracy"]), "accuracy"
+    if "generation" in tasks:
+        gen = ev.get("generation", {})
+        if "accuracy" in gen:
+            scores["generation"], kinds["generation"] = float(gen["accuracy"]), "detector"
+        elif metrics.get("val_loss_generation") is not None:
+            scores["generation"] = float(metrics["val_loss_generation"])
+            kinds["generation"] = "val_loss"
+        else:
+            raise TokredError(
+                "generation has neither a detector score nor a validation loss: keep "
+                "eval.at_end=true and data.num_val above 0"
+            )
+    return scores, kinds
+
+
+def model_num_layers(config: TrainConfig) -> int:
+    """The decoder depth of the config's model, read without building it."""
+    if config.model.kind == "tiny":
+        return config.model.num_layers
+    from tokred_core import load_shape
+
+    return load_shape(Path(config.model.path).expanduser() / "config.json").num_layers
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
