@@ -22,7 +22,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 
 def test_the_recipes_are_shipped():
-    assert set(shipped_configs()) == {"tiny-shapes", "demo", "janus-pro-1b-qlora", "emu3-full"}
+    assert set(shipped_configs()) == {
+        "tiny-shapes",
+        "demo",
+        "study",
+        "janus-pro-1b-qlora",
+        "emu3-full",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(shipped_configs()))

@@ -94,7 +94,6 @@ def run_study(
     check_study_config(config, seeds)
     arm_list = parse_arms(list(arms)) if arms and isinstance(arms[0], str) else list(arms)
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     say = on_event or (lambda message: None)
     runner = StudyRunner(
         config,
@@ -107,6 +106,8 @@ def run_study(
     started = time.perf_counter()
     seed_list = [config.run.seed + i for i in range(seeds)]
     runner.check(arm_list, seed_list)
+    out.mkdir(parents=True, exist_ok=True)
+    say(f"{len(arm_list)} arms x {len(seed_list)} seeds into {out}")
     records: list[RunRecord] = runner.run_all(arm_list, seed_list)
     alloc = _baseline_allocation(runner, seed_list[0], probe_samples, say)
     numbers = aggregate(records, [a.name for a in arm_list])

@@ -43,12 +43,19 @@ def _synergy_table(study: Mapping[str, Any]) -> list[str]:
     tasks = list(study["score_kinds"])
     head = " | ".join(f"{t} synergy | {t} kept" for t in tasks)
     lines = [f"| arm | {head} | Δm% |", "|---|" + "---|---|" * len(tasks) + "---|"]
+    base = study["arms"].get("baseline", {}).get("synergy", {})
     for arm in study["arms"]:
         a = study["arms"][arm]
         cells = []
         for t in tasks:
             kept = a["synergy_kept"].get(t)
-            cells += [_ci(a["synergy"].get(t)), _ratio(kept) if kept else "1 (the reference)"]
+            if not kept:
+                shown = "1 (the reference)"
+            elif not (base.get(t) or {}).get("mean") or base[t]["mean"] <= 0:
+                shown = "- (no baseline synergy to keep)"
+            else:
+                shown = _ratio(kept)
+            cells += [_ci(a["synergy"].get(t)), shown]
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {_ci(a['delta_m_percent'], 1.0)} |")
     return lines
 

@@ -1,0 +1,81 @@
+"""`tokred study [CONFIG]`: does acceleration keep the synergy of joint training?
+
+Trains every arm of the study at every seed: the baseline (isolated understanding,
+isolated generation, unified) and, per acceleration, its unified and isolated runs; an
+isolated run sees exactly the unified run's samples of its task (--budget matched).
+Writes OUT/report.md, OUT/study.json (every number of the report: per-seed scores, means
+and 95% intervals, synergy and synergy kept, FLOPs and step-time ratios) and
+OUT/figures/. Rerunning the same command finishes an interrupted study and reuses every
+complete run. CONFIG is any config `tokred train` takes (default: the shipped `study`
+benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from . import Command, add_set_option
+
+__all__ = ["COMMAND"]
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "config", nargs="?", metavar="CONFIG", help="a shipped recipe or a YAML (default: study)"
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=None, metavar="N", help="seeds per arm (default 3; quick: 2)"
+    )
+    parser.add_argument(
+        "--arms",
+        nargs="+",
+        metavar="ARM",
+        help="baseline and UNDERSTANDING+GENERATION@SHARING arms, e.g. himix+hmgen@task "
+        "(default: baseline himix+hmgen@modality himix+hmgen@task)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer seeds and steps: see it work, conclude nothing"
+    )
+    parser.add_argument(
+        "--out", default="tokred-study", metavar="DIR", help="default ./tokred-study"
+    )
+    parser.add_argument(
+        "--budget",
+        choices=("matched", "full-batch"),
+        default="matched",
+        help="matched: isolated runs train on the unified run's samples of their task "
+        "(default); full-batch: whole batches of their task, the same steps",
+    )
+    parser.add_argument(
+        "--understanding", type=int, default=400, metavar="N", help="questions scored (400)"
+    )
+    parser.add_argument(
+        "--generation", type=int, default=400, metavar="N", help="prompts scored (400)"
+    )
+    add_set_option(parser, "a config override for every run, e.g. optim.max_steps=300")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..synergy_study import run_synergy_study
+
+    run_synergy_study(
+        args.config,
+        seeds=args.seeds,
+        arms=args.arms,
+        quick=args.quick,
+        out=args.out,
+        budget=args.budget,
+        overrides=args.overrides,
+        num_understanding=args.understanding,
+        num_generation=args.generation,
+    )
+    return 0
+
+
+COMMAND = Command(
+    name="study",
+    help="the synergy study: isolated vs unified, with and without acceleration, over seeds",
+    description=__doc__,
+    configure=configure,
+    run=run,
+)

@@ -1,0 +1,86 @@
+"""tokred study: the synergy study as one command, with its figures.
+
+The engine is `tokred_train.study` (arms, resumable runs, statistics, study.json,
+report.md); this module resolves the recipe, applies --quick, prints progress, draws the
+figures and adds them to the report.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["QUICK", "STUDY_RECIPE", "run_synergy_study"]
+
+STUDY_RECIPE = "study"
+#: --quick: the same grid at fewer seeds and steps, to see the whole study work (its
+#: intervals are too wide to conclude anything; the report says what it ran).
+QUICK = {"seeds": 2, "overrides": ["optim.max_steps=150", "data.num_val=60"]}
+FIGURES = {
+    "scores": "figures/scores.png",
+    "kept_vs_flops": "figures/synergy_kept_vs_flops.png",
+    "kept_vs_time": "figures/synergy_kept_vs_step_time.png",
+}
+
+
+def _say(t0: float):
+    def say(message: str) -> None:
+        print(f"[{time.perf_counter() - t0:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _figures(study: dict[str, Any], out: Path) -> list[str]:
+    from .study_figures import plot_scores, plot_synergy_vs_cost
+
+    plot_scores(study, out / FIGURES["scores"])
+    plot_synergy_vs_cost(study, out / FIGURES["kept_vs_flops"], "flops_ratio")
+    plot_synergy_vs_cost(study, out / FIGURES["kept_vs_time"], "step_time_ratio")
+    return list(FIGURES.values())
+
+
+def run_synergy_study(
+    config: str | None,
+    *,
+    seeds: int | None,
+    arms: Sequence[str] | None,
+    quick: bool,
+    out: str,
+    budget: str,
+    overrides: Sequence[str],
+    num_understanding: int,
+    num_generation: int,
+) -> dict[str, Any]:
+    """Run (or finish) the study; returns study.json's content."""
+    from tokred_train import load_config
+    from tokred_train.atomic import atomic_write_text
+    from tokred_train.study.arms import DEFAULT_ARMS
+    from tokred_train.study.driver import REPORT_FILE, run_study
+    from tokred_train.study.report import render_report
+
+    from .recipes import resolve_config_path
+
+    t0 = time.perf_counter()
+    extra = list(QUICK["overrides"]) if quick else []
+    cfg = load_config(resolve_config_path(config or STUDY_RECIPE), [*extra, *overrides])
+    n_seeds = seeds if seeds is not None else (QUICK["seeds"] if quick else 3)
+    out_dir = Path(out)
+    say = _say(t0)
+    study = run_study(
+        cfg,
+        list(arms or DEFAULT_ARMS),
+        n_seeds,
+        out_dir,
+        budget=budget,  # type: ignore[arg-type]
+        num_understanding=num_understanding,
+        num_generation=num_generation,
+        on_event=say,
+    )
+    figures = _figures(study, out_dir)
+    atomic_write_text(out_dir / REPORT_FILE, render_report(study, figures))
+    say(f"done: {out_dir / REPORT_FILE}")
+    return json.loads(json.dumps(study))

@@ -1,0 +1,56 @@
+"""`tokred study` from the command line: a tiny study end to end with its figures, and bad
+input as one line and exit 2 before anything trains."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from tokred.cli import main
+from tokred_train import save_config
+from tokred_train.testing import tiny_run_config
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path):
+    return str(
+        save_config(
+            tiny_run_config(tmp_path / "unused", optim={"max_steps": 2}), tmp_path / "tiny.yaml"
+        )
+    )
+
+
+def test_a_tiny_study_writes_its_report_json_and_figures(tiny_recipe, tmp_path, capsys):
+    out = tmp_path / "study"
+    argv = [
+        "study", tiny_recipe, "--seeds", "2", "--out", str(out),
+        "--arms", "baseline", "himix+hmgen:num_shallow=1@modality",
+        "--understanding", "4", "--generation", "2",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    study = json.loads((out / "study.json").read_text())
+    assert list(study["arms"]) == ["baseline", "himix+hmgen:num_shallow=1@modality"]
+    report = (out / "report.md").read_text()
+    for name in ("scores.png", "synergy_kept_vs_flops.png", "synergy_kept_vs_step_time.png"):
+        assert (out / "figures" / name).stat().st_size > 0
+        assert f"figures/{name}" in report
+    assert main(argv) == 0  # complete: nothing retrains
+    assert "training" not in capsys.readouterr().err.split("done")[-1]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--seeds", "0"], "--seeds 0"),
+        (["--arms", "warp+hmgen@task"], "warp"),
+        (["--arms", "himix+hmgen@everything"], "sharing 'everything'"),
+        (["--set", "data.understanding_ratio=1"], "understanding_ratio=1.0"),
+        (["--set", "optim.nope=1"], "optim.nope"),
+    ],
+)
+def test_bad_study_input_is_one_line_and_exit_2(tiny_recipe, tmp_path, capsys, extra, message):
+    out = tmp_path / "study"
+    assert main(["study", tiny_recipe, "--out", str(out), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[-1].startswith("tokred: error: ") and message in err[-1]
+    assert not (out / "runs").exists()
