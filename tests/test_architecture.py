@@ -43,6 +43,7 @@ _TRAIN_ROOMS = [
     ("built_run",),
     ("run",),
     ("eval",),
+    ("study",),
     ("testing",),
 ]
 MAX_MODULE_LINES = 450

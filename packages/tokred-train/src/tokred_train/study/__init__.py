@@ -1,0 +1,1 @@
+"""The synergy study: arms, runs, statistics, gradient conflict, report."""
