@@ -148,11 +148,29 @@ class RunConfig:
     """Micro-batches collated ahead in a background thread (0: collate in the loop; null:
     2 when training on CUDA, 0 on the CPU, where collation would compete with the model for
     the same cores). The batches are the same either way (prefetch.py)."""
+    conflict_every: int = 0
+    """Steps between measurements of the tasks' gradient conflict (0: off): per layer and
+    parameter group, the cosine between the understanding and generation gradients on a
+    fixed probe, and that cosine minus the one between two random halves of mixed data
+    (Uni-X), into conflict.jsonl (run/conflict.py). Training is unchanged; the time is kept
+    out of step times and reported in summary.json under gradient_conflict. It holds four
+    copies of the trainable gradients at once."""
+    conflict_samples: int = 8
+    """Training samples per task in the conflict probe (the first ones of each task), run
+    in batches of optim.batch_size: one measurement costs a forward and backward over twice
+    this many samples."""
 
     def __post_init__(self) -> None:
-        _positive("run", self, "log_every", "threads")
+        _positive("run", self, "log_every", "threads", "conflict_samples")
         _positive(
-            "run", self, "ckpt_every", "keep_checkpoints", "seed", "prefetch", allow_zero=True
+            "run",
+            self,
+            "ckpt_every",
+            "keep_checkpoints",
+            "seed",
+            "prefetch",
+            "conflict_every",
+            allow_zero=True,
         )
         if not self.out_dir:
             raise _fail("run.out_dir", "must name a folder")
