@@ -18,6 +18,9 @@ so a run resumed from step k reproduces the losses of an uninterrupted run from 
 
 Host synchronisation happens only at flushes (every run.log_every steps), checkpoints and
 validation: per-step losses and gradient norms stay on the device until then.
+
+run.conflict_every adds, between steps, the tasks' gradient conflict on a fixed probe
+(run/conflict.py: conflict.jsonl), without changing the training.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from ..data.protocols import ImageTokenizer, TokenVocab
 from ..data.training_data import TrainData
 from ..model.builder import BuiltModel
 from .checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from .conflict import CONFLICT_FILE, ConflictProbe
 from .distributed import DistInfo, barrier
 from .log import SAMPLES_FILE, MetricsLogger, peak_memory_bytes
 from .prefetch import Prefetcher
@@ -168,6 +172,19 @@ class Trainer:
         self.eval_batch_size = config.eval.batch_size or config.optim.batch_size
         self.window = MetricsWindow(s.dist)
         self.last_checkpoint: Path | None = None
+        # run.conflict_every's fixed probe, built on every rank so that a run without samples
+        # of both tasks fails alike everywhere (only the main process measures).
+        self.conflict: ConflictProbe | None = None
+        if config.run.conflict_every:
+            self.conflict = ConflictProbe(
+                s.step_module,
+                s.data,
+                config.run.conflict_samples,
+                config.optim.batch_size,
+                config.run.seed,
+                s.device,
+                s.autocast,
+            )
 
     # ---- the step -------------------------------------------------------------------------
     def train_step(self, step: int, micros: list[MicroBatch]) -> StepRecord:
@@ -235,6 +252,25 @@ class Trainer:
             self.logger.log_validation(step, metrics)
         return metrics
 
+    def measure_conflict(self, step: int) -> None:
+        """The tasks' gradient conflict on the fixed probe (run/conflict.py) into
+        conflict.jsonl. Between optimizer steps, so training is unchanged: every .grad is None
+        here (train_step ended in zero_grad) and is left so, the RNG state is restored
+        (dropout, or anything else in the forward, may draw from it), and the time is not
+        step time. It runs in train mode like the steps (the tiny model has no dropout; a
+        model with dropout measures with it on). Under DDP only the main process measures,
+        on the unwrapped step module, so no collective runs: the other ranks wait at their
+        next all-reduce (a measurement must stay well under the process group's timeout)."""
+        if self.conflict is None or not self.setup.dist.is_main:
+            return
+        with self.window.paused():
+            rng = capture_rng_state()
+            try:
+                rows = self.conflict.measure(step)
+            finally:
+                restore_rng_state(rng)
+            self.logger.log_rows(CONFLICT_FILE, rows)
+
     def checkpoint(self, step: int) -> Path | None:
         s = self.setup
         with self.window.paused():
@@ -284,6 +320,8 @@ class Trainer:
                     self.flush()
                 if self._due(step, cfg.run.ckpt_every):
                     self.checkpoint(step)
+                if self._due(step, cfg.run.conflict_every):
+                    self.measure_conflict(step)
                 if self._due(step, cfg.eval.every) and step != max_steps:
                     self.validate(step)
                 if stop_now:
@@ -331,6 +369,8 @@ class Trainer:
                 self.window.step_time_total,
                 time.perf_counter() - self.started,
                 self.window.first_step_time,
+                {"every": self.config.run.conflict_every}
+                | (self.conflict.cost() if self.conflict is not None else {}),
             )
             self.logger.enabled = s.dist.is_main
             self.logger.write_json(SUMMARY_FILE, result.summary)
@@ -345,6 +385,7 @@ def _summary(
     train_time: float,
     wall_time: float,
     first_step_time: float | None,
+    conflict: dict[str, Any],
 ) -> dict[str, Any]:
     rows = result.history
     steps = len(rows)
@@ -386,6 +427,8 @@ def _summary(
         },
         "sharing": built.handle.sharing.value,
         "data": result.data.info,
+        # run.conflict_every's measurements: their time is in wall_time_s, not in step times
+        "gradient_conflict": conflict,
         "final": result.metrics,
         "config": config_to_dict(cfg),
     }

@@ -36,6 +36,7 @@ from .checkpoint import (
     load_checkpoint,
     remove_partial_checkpoints,
 )
+from .conflict import CONFLICT_FILE
 from .distributed import DistInfo, barrier, dist_info, init_distributed
 from .log import METRICS_FILE, SAMPLES_FILE, VALIDATION_FILE, truncate_jsonl
 from .optim import build_optimizer, build_scheduler
@@ -197,6 +198,7 @@ def _write_run_folder(setup: RunSetup) -> None:
     truncate_jsonl(run_dir / METRICS_FILE, setup.start_step)
     truncate_jsonl(run_dir / VALIDATION_FILE, setup.start_step)
     truncate_jsonl(run_dir / SAMPLES_FILE, setup.start_step)
+    truncate_jsonl(run_dir / CONFLICT_FILE, setup.start_step)
     save_config(setup.config, run_dir / CONFIG_FILE)
     for obj, target in (
         (data.vocab, run_dir / VOCAB_FILE),
