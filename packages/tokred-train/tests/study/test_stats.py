@@ -50,13 +50,11 @@ def test_fieller_interval_endpoints_solve_its_defining_equation():
     a, b = list(num.values()), list(den.values())
     n = 5
     ma, mb = sum(a) / n, sum(b) / n
-    var = lambda x, y: (
-        sum(  # noqa: E731
-            (xi - sum(x) / n) * (yi - sum(y) / n) for xi, yi in zip(x, y, strict=True)
-        )
-        / (n - 1)
-        / n
-    )
+
+    def var(x, y):  # the covariance of the two means
+        mx, my = sum(x) / n, sum(y) / n
+        return sum((xi - mx) * (yi - my) for xi, yi in zip(x, y, strict=True)) / (n - 1) / n
+
     t = t_quantile(n - 1)
     for r in (est.low, est.high):
         lhs = (ma - r * mb) ** 2
