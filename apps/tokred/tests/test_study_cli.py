@@ -25,13 +25,21 @@ def test_a_tiny_study_writes_its_report_json_and_figures(tiny_recipe, tmp_path, 
     argv = [
         "study", tiny_recipe, "--seeds", "2", "--out", str(out),
         "--arms", "baseline", "himix+hmgen:num_shallow=1@modality",
-        "--understanding", "4", "--generation", "2",
+        "--understanding", "4", "--generation", "2", "--set", "run.conflict_every=1",
     ]  # fmt: skip
     assert main(argv) == 0
     study = json.loads((out / "study.json").read_text())
     assert list(study["arms"]) == ["baseline", "himix+hmgen:num_shallow=1@modality"]
     report = (out / "report.md").read_text()
-    for name in ("scores.png", "synergy_kept_vs_flops.png", "synergy_kept_vs_step_time.png"):
+    conflict = study["arms"]["baseline"]["conflict"]
+    assert conflict["layers"][:3] == [0, 1, 2] and len(conflict["cosine"]) == len(
+        conflict["layers"]
+    )
+    assert conflict["cosine"][0]["n"] == 2  # both seeds' unified runs measured it
+    assert study["arms"]["baseline"]["runs"]["isolated-understanding"]  # isolated: no conflict
+    assert "## Gradient conflict" in report
+    names = ("scores.png", "synergy_kept_vs_flops.png", "synergy_kept_vs_step_time.png")
+    for name in (*names, "gradient_conflict.png"):
         assert (out / "figures" / name).stat().st_size > 0
         assert f"figures/{name}" in report
     assert main(argv) == 0  # complete: nothing retrains

@@ -24,7 +24,10 @@ FIGURES = {
     "scores": "figures/scores.png",
     "kept_vs_flops": "figures/synergy_kept_vs_flops.png",
     "kept_vs_time": "figures/synergy_kept_vs_step_time.png",
+    "conflict": "figures/gradient_conflict.png",
 }
+#: The parameter groups whose gradient conflict the figure shows, per layer.
+CONFLICT_GROUPS = ("total", "q_proj", "mlp")
 
 
 def _say(t0: float):
@@ -34,13 +37,42 @@ def _say(t0: float):
     return say
 
 
+def _conflict_series(study: dict[str, Any], out: Path):
+    """Per arm, the first seed's unified run: series[arm][group][layer] over its steps."""
+    from tokred_train.study.conflict import read_conflict
+
+    series: dict[str, dict[str, dict[int, list]]] = {}
+    steps: dict[str, list[int]] = {}
+    for arm in study["arms"]:
+        conflict = read_conflict(out / "runs" / arm / "unified" / f"seed-{study['seeds'][0]}")
+        if not conflict["steps"]:
+            continue
+        steps[arm] = conflict["steps"]
+        series[arm] = {}
+        for group in CONFLICT_GROUPS:
+            entry = conflict["groups"].get(group)
+            if entry is None:
+                continue
+            series[arm][group] = {
+                layer: [row[i] if row[i] is not None else float("nan") for row in entry["cosine"]]
+                for i, layer in enumerate(entry["layers"])
+                if layer is not None
+            }
+    return series, steps
+
+
 def _figures(study: dict[str, Any], out: Path) -> list[str]:
-    from .study_figures import plot_scores, plot_synergy_vs_cost
+    from .study_figures import plot_conflict, plot_scores, plot_synergy_vs_cost
 
     plot_scores(study, out / FIGURES["scores"])
     plot_synergy_vs_cost(study, out / FIGURES["kept_vs_flops"], "flops_ratio")
     plot_synergy_vs_cost(study, out / FIGURES["kept_vs_time"], "step_time_ratio")
-    return list(FIGURES.values())
+    drawn = [FIGURES["scores"], FIGURES["kept_vs_flops"], FIGURES["kept_vs_time"]]
+    series, steps = _conflict_series(study, out)
+    if series:
+        plot_conflict(series, steps, out / FIGURES["conflict"])
+        drawn.append(FIGURES["conflict"])
+    return drawn
 
 
 def run_synergy_study(

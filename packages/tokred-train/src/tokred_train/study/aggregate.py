@@ -68,6 +68,21 @@ def _delta_m(records, arm: str, kinds: dict[str, str]) -> Estimate:
     return estimate(values)
 
 
+def _conflict(records, arm: str) -> dict[str, Any] | None:
+    """The unified runs' model-wide gradient cosine by layer: mean and interval over seeds."""
+    profiles = [r.conflict for r in records if r.arm == arm and r.kind == UNIFIED and r.conflict]
+    if not profiles:
+        return None
+    layers = profiles[0]["layers"]
+    out: dict[str, Any] = {"layers": layers}
+    for key in ("cosine", "adjusted_cosine"):
+        out[key] = [
+            estimate([p[key][i] for p in profiles if p[key][i] is not None]).to_dict()
+            for i in range(len(layers))
+        ]
+    return out
+
+
 def _arm_numbers(records, arm: str, kinds: dict[str, str]) -> dict[str, Any]:
     runs: dict[str, Any] = {}
     for kind in sorted({r.kind for r in records if r.arm == arm}):
@@ -99,6 +114,7 @@ def _arm_numbers(records, arm: str, kinds: dict[str, str]) -> dict[str, Any]:
     }
     return {
         "runs": runs,
+        "conflict": _conflict(records, arm),
         "synergy": synergy,
         "synergy_kept": kept,
         "delta_m_percent": _delta_m(records, arm, kinds).to_dict(),

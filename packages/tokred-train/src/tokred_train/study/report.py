@@ -73,6 +73,28 @@ def _cost_table(study: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _conflict_table(study: Mapping[str, Any]) -> list[str]:
+    rows = [(arm, a["conflict"]) for arm, a in study["arms"].items() if a.get("conflict")]
+    if not rows:
+        return ["Not measured (run.conflict_every is 0)."]
+    layers = rows[0][1]["layers"]
+    names = ["all" if x is None else f"L{x}" for x in layers]
+    lines = [
+        "Cosine between the tasks' gradients in the unified runs (model-wide per layer; "
+        "'all' is the whole model), mean over measurements and seeds, then the Uni-X "
+        "adjusted cosine (minus the cosine of two random halves of mixed data: compare "
+        "arms, not the sign).",
+        "",
+        "| arm | value | " + " | ".join(names) + " |",
+        "|---|---|" + "---|" * len(names),
+    ]
+    for arm, c in rows:
+        for key in ("cosine", "adjusted_cosine"):
+            cells = [f"{e['mean']:.3f}" if e.get("mean") is not None else "-" for e in c[key]]
+            lines.append(f"| {arm} | {key} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def _findings(study: Mapping[str, Any]) -> list[str]:
     f = study["findings"]
     lines = []
@@ -135,6 +157,10 @@ def render_report(study: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
         "## Synergy",
         "",
         *_synergy_table(study),
+        "",
+        "## Gradient conflict",
+        "",
+        *_conflict_table(study),
         "",
         "## Cost against the baseline (same run kind, paired by seed)",
         "",

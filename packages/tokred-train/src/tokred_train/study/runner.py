@@ -33,6 +33,7 @@ from ..config import TrainConfig, check_policies_fit, load_config
 from ..eval.run import evaluate_run, run_from_result
 from ..run.loop import RunResult, train
 from .arms import Arm, RunSpec
+from .conflict import layer_profile, read_conflict
 from .cost import decoder_shape_of, training_flops
 
 __all__ = ["Budget", "RunRecord", "StudyRunner", "RESULT_FILE"]
@@ -63,6 +64,10 @@ class RunRecord:
     process's max RSS, which in one study process only ever grows from run to run."""
     forward_flops: int
     steps: int
+    conflict: dict[str, Any] | None = None
+    """Unified runs that measured it (run.conflict_every): the model-wide ('total' group)
+    cosine and adjusted cosine between the tasks' gradients by layer, mean over the
+    measurements (study/conflict.py's layer_profile)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -100,6 +105,8 @@ class StudyRunner:
             f"run.resume={str(Path(out_dir).is_dir()).lower()}",
             "run.progress=false",
         ]
+        if len(spec.train_tasks) == 1:
+            overrides.append("run.conflict_every=0")  # conflict needs both tasks trained
         if self.budget == "full-batch" and len(spec.train_tasks) == 1:
             # Whole batches of the task: the same steps and samples per step as unified.
             ratio = 1.0 if spec.train_tasks[0] == "understanding" else 0.0
@@ -181,6 +188,7 @@ class StudyRunner:
             ),
             forward_flops=flops,
             steps=result.last_step,
+            conflict=_conflict_profile(run_dir) if len(tasks) == 2 else None,
         )
 
     def run_all(self, arms: Sequence[Arm], seeds: Sequence[int]) -> list[RunRecord]:
@@ -218,6 +226,20 @@ def _scores(
                 "eval.at_end=true and data.num_val above 0"
             )
     return scores, kinds
+
+
+def _conflict_profile(run_dir: Path) -> dict[str, Any] | None:
+    conflict = read_conflict(run_dir)
+    if not conflict["steps"]:
+        return None
+    adjusted = layer_profile(conflict, "total", "adjusted_cosine")
+    cosine = layer_profile(conflict, "total", "cosine")
+    return {
+        "layers": adjusted["layers"],
+        "adjusted_cosine": adjusted["mean"],
+        "cosine": cosine["mean"],
+        "measurements": len(conflict["steps"]),
+    }
 
 
 def model_num_layers(config: TrainConfig) -> int:
