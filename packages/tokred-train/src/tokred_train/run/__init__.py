@@ -9,6 +9,7 @@ optim       AdamW and the warm-up + cosine schedule
 window      the metrics between two flushes, read with one host sync
 log         metrics.jsonl, TensorBoard, the progress bar
 validation  held-out loss per task under the run's reduction
+conflict    the tasks' gradient conflict per layer and group (run.conflict_every)
 checkpoint  crash-safe checkpoints and an exact resume
 distributed rank awareness under torchrun
 loop        `train()`: the Trainer that ties them together
