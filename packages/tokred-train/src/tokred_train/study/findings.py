@@ -70,7 +70,10 @@ def findings(numbers: Mapping[str, Any], allocation: Mapping[str, Any] | None) -
         for task, est in base.get("synergy", {}).items()
     }
     c: dict[str, Any] = {}
-    for task in base.get("synergy", {}):
+    for task, base_synergy in base.get("synergy", {}).items():
+        if base_synergy.get("mean") is None or base_synergy["mean"] <= 0:
+            c[task] = {"verdict": "not measurable", "why": "the baseline shows no synergy"}
+            continue
         all_arms = _sharing_arms(arms, "modality")
         part_arms = _sharing_arms(arms, "task")
         entry: dict[str, Any] = {}

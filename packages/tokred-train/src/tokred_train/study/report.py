@@ -114,7 +114,11 @@ def _findings(study: Mapping[str, Any]) -> list[str]:
             f"- (b) unified beats isolated on {task}: **{entry['verdict']}** "
             f"(synergy {_ci(entry['synergy'])} points)."
         )
+    base = study["arms"].get("baseline", {}).get("synergy", {})
     for task, entry in f["c_synergy_lost_and_recovered"].items():
+        if not (base.get(task) or {}).get("mean") or base[task]["mean"] <= 0:
+            lines.append(f"- (c) {task}: not measurable: the baseline shows no synergy to keep.")
+            continue
         kept = ", ".join(
             f"{name} keeps {_ratio(v)}" for name, v in entry.items() if isinstance(v, dict)
         )
