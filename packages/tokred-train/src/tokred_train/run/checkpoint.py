@@ -36,7 +36,7 @@ from safetensors.torch import load_file, save_file
 from tokred_core import TokredError
 from torch import nn
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, fsync_dir
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -130,19 +130,6 @@ def _as_tuple(value: Any) -> Any:
 
 
 # ---- writing ------------------------------------------------------------------------------------
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
@@ -180,7 +167,7 @@ def save_checkpoint(
             _fsync_file(tmp / f)
         marker = {"step": step, "files": [WEIGHTS, OPTIMIZER, STATE], "time": time.time()}
         atomic_write_text(tmp / MARKER, json.dumps(marker) + "\n")
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if final.exists():  # an older complete copy of this step: swap it out, then drop it
             old = root / f".old-{name}-{os.getpid()}"
             os.replace(final, old)
@@ -188,7 +175,7 @@ def save_checkpoint(
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

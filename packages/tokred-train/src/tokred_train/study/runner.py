@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from tokred_core import TokredError
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_write_text, fsync_dir
 from ..config import TrainConfig, check_policies_fit, load_config
 from ..eval.run import evaluate_run, run_from_result
 from ..run.loop import RunResult, train
@@ -148,9 +148,9 @@ class StudyRunner:
         result = train(cfg)
         record = self._record(arm, spec, seed, result, partial)
         atomic_write_text(partial / RESULT_FILE, json.dumps(record.to_dict(), indent=2) + "\n")
-        _fsync_dir(partial)
+        fsync_dir(partial)
         os.replace(partial, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
         return record
 
     def _record(
@@ -249,14 +249,3 @@ def model_num_layers(config: TrainConfig) -> int:
     from tokred_core import load_shape
 
     return load_shape(Path(config.model.path).expanduser() / "config.json").num_layers
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
