@@ -7,7 +7,6 @@ figures and adds them to the report.
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -89,10 +88,8 @@ def run_synergy_study(
 ) -> dict[str, Any]:
     """Run (or finish) the study; returns study.json's content."""
     from tokred_train import load_config
-    from tokred_train.atomic import atomic_write_text
     from tokred_train.study.arms import DEFAULT_ARMS
     from tokred_train.study.driver import REPORT_FILE, run_study
-    from tokred_train.study.report import render_report
 
     from .recipes import resolve_config_path
 
@@ -111,8 +108,7 @@ def run_synergy_study(
         num_understanding=num_understanding,
         num_generation=num_generation,
         on_event=say,
+        draw_figures=_figures,
     )
-    figures = _figures(study, out_dir)
-    atomic_write_text(out_dir / REPORT_FILE, render_report(study, figures))
     say(f"done: {out_dir / REPORT_FILE}")
-    return json.loads(json.dumps(study))
+    return study

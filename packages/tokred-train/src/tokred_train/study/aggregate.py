@@ -86,14 +86,14 @@ def _conflict(records, arm: str) -> dict[str, Any] | None:
 def _arm_numbers(records, arm: str, kinds: dict[str, str]) -> dict[str, Any]:
     runs: dict[str, Any] = {}
     for kind in sorted({r.kind for r in records if r.arm == arm}):
-        runs[kind] = {
-            task: {
-                "per_seed": {str(s): v for s, v in _per_seed(records, arm, kind, task).items()},
-                "estimate": estimate(list(_per_seed(records, arm, kind, task).values())).to_dict(),
-            }
-            for task in kinds
-            if _per_seed(records, arm, kind, task)
-        }
+        runs[kind] = {}
+        for task in kinds:
+            values = _per_seed(records, arm, kind, task)
+            if values:
+                runs[kind][task] = {
+                    "per_seed": {str(s): v for s, v in values.items()},
+                    "estimate": estimate(list(values.values())).to_dict(),
+                }
     synergy, kept = {}, {}
     for task, kind in kinds.items():
         lower = _LOWER_IS_BETTER[kind]

@@ -89,8 +89,11 @@ def run_study(
     num_generation: int = 400,
     probe_samples: int = 32,
     on_event: Callable[[str], None] | None = None,
+    draw_figures: Callable[[dict[str, Any], Path], Sequence[str]] | None = None,
 ) -> dict[str, Any]:
-    """Run (or finish) the study into `out_dir`; returns what study.json holds."""
+    """Run (or finish) the study into `out_dir`; returns what study.json holds.
+    `draw_figures(study, out_dir)` draws figures (tokred-train has no plotting) and returns
+    their paths relative to out_dir, which report.md then links."""
     check_study_config(config, seeds)
     arm_list = parse_arms(list(arms)) if arms and isinstance(arms[0], str) else list(arms)
     out = Path(out_dir)
@@ -124,5 +127,6 @@ def run_study(
         "wall_time_s": time.perf_counter() - started,
     }
     atomic_write_text(out / STUDY_FILE, json.dumps(study, indent=2) + "\n")
-    atomic_write_text(out / REPORT_FILE, render_report(study))
+    figures = list(draw_figures(study, out)) if draw_figures is not None else []
+    atomic_write_text(out / REPORT_FILE, render_report(study, figures))
     return study
