@@ -133,6 +133,10 @@ class DataConfig:
     """Patch VQ patch side in pixels: an image becomes (image_size / patch_size)^2 tokens."""
     questions_per_image: int | None = None
     """shapes: keep only the first N understanding questions per image (null: all)."""
+    task_split: bool = False
+    """shapes: hold some (kind, position) combinations out of each task's training images,
+    each shown only by the other task, and validate on them (data/shapes/task_split.py):
+    a benchmark on which a task can only learn them from the other task's data."""
     paths: list[str] = field(default_factory=list)
     """Real formats: data files or folders. An entry may name its format with a prefix,
     e.g. 'llava:/data/llava.json' next to 'jsonl:/data/gen.jsonl' for a unified run."""
@@ -167,6 +171,8 @@ class DataConfig:
                 raise _fail("data.image_size", f"{self.image_size} must be even and >= 8")
             if self.paths:
                 raise _fail("data.paths", "the shapes set is built in memory; remove the paths")
+        elif self.task_split:
+            raise _fail("data.task_split", f"applies to the shapes set, not kind {self.kind!r}")
         elif not self.paths:
             raise _fail("data.paths", f"kind {self.kind!r} needs at least one data file or folder")
         for entry in self.paths:

@@ -88,6 +88,7 @@ def build_shapes_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainData:
         seed=cfg.seed,
         image_size=cfg.image_size,
         max_shapes=cfg.max_shapes,
+        task_split=cfg.task_split,
     )
     if io is None:
         vq = PatchVQTokenizer.fit(

@@ -13,6 +13,7 @@ import torch
 from tokred_core import TokredError
 
 from ..data.patch_vq import PatchVQTokenizer
+from ..data.shapes.samples import served_tasks
 from .answers import question_type
 
 __all__ = ["codes_for", "shapes_eval_records"]
@@ -59,10 +60,12 @@ def shapes_eval_records(
     und: list[dict[str, Any]] = []
     index: list[int] = []
     gen: list[dict[str, Any]] = []
-    for i, (caption, qas, shapes) in enumerate(
-        zip(split["caption"], split["questions"], split["shapes"], strict=True)
+    for i, (caption, qas, shapes, tasks) in enumerate(
+        zip(split["caption"], split["questions"], split["shapes"], served_tasks(split), strict=True)
     ):
-        if num_generation is None or len(gen) < num_generation:
+        if "understanding" not in tasks:
+            qas = []
+        if (num_generation is None or len(gen) < num_generation) and "generation" in tasks:
             gen.append(
                 {"task": "generation", "prompt": caption, "shapes": shapes, "image_index": i}
             )

@@ -170,6 +170,7 @@ def eval_records(
             seed=cfg.seed,
             image_size=cfg.image_size,
             max_shapes=cfg.max_shapes,
+            task_split=cfg.task_split,
         )["validation"]
         und, codes, gen = shapes_eval_records(val, run.vq, num_understanding, num_generation)
         refs = [val[int(r["image_index"])]["image"] for r in gen]

@@ -29,6 +29,8 @@ import numpy as np
 from PIL import Image
 from tokred_core import TokredError
 
+from .task_split import BOTH_TASKS, TaskSplit
+
 __all__ = [
     "BACKGROUND",
     "PALETTE",
@@ -159,19 +161,24 @@ def caption_for(shapes: list[ShapeSpec]) -> str:
     return " and ".join(_describe(s) for s in shapes)
 
 
-def questions_for(shapes: list[ShapeSpec]) -> list[dict[str, str]]:
+def questions_for(
+    shapes: list[ShapeSpec], about: list[ShapeSpec] | None = None
+) -> list[dict[str, str]]:
     """Understanding questions with one-word answers.
 
     Questions name a shape by its cell (kind, colour) or by colour+kind (position); shapes
     in one image have distinct cells and distinct (colour, kind) pairs, so every question
-    has exactly one answer.
+    has exactly one answer. `about`: ask only about these of the shapes, and not the count
+    (None: every shape, then the count).
     """
     out: list[dict[str, str]] = []
-    for s in shapes:
+    for s in shapes if about is None else about:
         where = s.position.replace("-", " ")
         out.append({"question": f"what shape is at the {where}?", "answer": s.kind})
         out.append({"question": f"what colour is the shape at the {where}?", "answer": s.color})
         out.append({"question": f"where is the {s.color} {s.kind}?", "answer": s.position})
+    if about is not None:
+        return out
     out.append({"question": "how many shapes are there?", "answer": COUNT_WORDS[len(shapes)]})
     return out
 
@@ -188,6 +195,7 @@ def shapes_features() -> datasets.Features:
             "num_shapes": datasets.Value("int32"),
             "shapes": datasets.List(shape),
             "questions": datasets.List(qa),
+            "tasks": datasets.List(datasets.Value("string")),
         }
     )
 
@@ -242,15 +250,33 @@ def _sample_shapes(rng: np.random.Generator, max_shapes: int) -> list[ShapeSpec]
     return out
 
 
+def _scene_tasks(
+    shapes: list[ShapeSpec], validation: bool, task_split: TaskSplit | None
+) -> tuple[str, ...]:
+    """The tasks an image serves: both without a task split, else what the split allows
+    (see task_split.py); () rejects the scene."""
+    if task_split is None:
+        return BOTH_TASKS
+    return task_split.validation_tasks(shapes) if validation else task_split.train_tasks(shapes)
+
+
 def _sample_split_scene(
-    rng: np.random.Generator, max_shapes: int, validation: bool, seed: int, val_fraction: float
-) -> list[ShapeSpec]:
-    """Draw scenes until one belongs to the wanted split (rejection sampling keeps the
-    within-split distribution the same as the unsplit one)."""
+    rng: np.random.Generator,
+    max_shapes: int,
+    validation: bool,
+    seed: int,
+    val_fraction: float,
+    task_split: TaskSplit | None = None,
+) -> tuple[list[ShapeSpec], tuple[str, ...]]:
+    """Draw scenes until one belongs to the wanted split and serves a task there
+    (rejection sampling keeps the within-split distribution the same as the unsplit one).
+    Returns the scene and its tasks."""
     for _ in range(_MAX_DRAWS):
         shapes = _sample_shapes(rng, max_shapes)
         if is_validation_scene(shapes, seed, val_fraction) == validation:
-            return shapes
+            tasks = _scene_tasks(shapes, validation, task_split)
+            if tasks:
+                return shapes, tasks
     split = "validation" if validation else "train"
     raise TokredError(
         f"no scene of at most {max_shapes} shapes fell in the {split} split after {_MAX_DRAWS} "
@@ -266,17 +292,24 @@ def _build_split(
     max_shapes: int,
     seed: int,
     val_fraction: float,
+    task_split: TaskSplit | None = None,
 ) -> datasets.Dataset:
     cols: dict[str, list] = {k: [] for k in shapes_features()}
     validation = name == "validation"
     for i in range(count):
-        shapes = _sample_split_scene(rng, max_shapes, validation, seed, val_fraction)
+        shapes, tasks = _sample_split_scene(
+            rng, max_shapes, validation, seed, val_fraction, task_split
+        )
+        about = None
+        if validation and task_split is not None:  # ask only what tests transfer
+            about = [s for s in shapes if task_split.is_unseen("understanding", s)]
         cols["id"].append(f"{name}-{i:06d}")
         cols["image"].append(Image.fromarray(draw_shapes(shapes, image_size)))
         cols["caption"].append(caption_for(shapes))
         cols["num_shapes"].append(len(shapes))
         cols["shapes"].append([s.as_dict() for s in shapes])
-        cols["questions"].append(questions_for(shapes))
+        cols["questions"].append(questions_for(shapes, about))
+        cols["tasks"].append(list(tasks))
     return datasets.Dataset.from_dict(cols, features=shapes_features(), split=name)
 
 
@@ -287,6 +320,7 @@ def build_shapes_dataset(
     image_size: int = 32,
     max_shapes: int = 1,
     val_fraction: float = DEFAULT_VAL_FRACTION,
+    task_split: bool = False,
 ) -> datasets.DatasetDict:
     """Build the shapes set: a DatasetDict with 'train' and 'validation' splits, in memory.
 
@@ -297,6 +331,10 @@ def build_shapes_dataset(
     shapes do recur: with max_shapes >= 2, validation asks for unseen combinations of seen
     shapes. Each split draws from its own random stream of the seed, so the validation
     split does not depend on num_train (evaluation rebuilds it with num_train=0).
+
+    task_split: hold (kind, position) combinations out of each task's training images and
+    make validation ask only for them (task_split.py); each record's `tasks` names the
+    tasks it serves (both, without a split).
     """
     if num_train < 0 or num_val < 0:
         raise TokredError(f"split sizes must be >= 0, got num_train={num_train}, num_val={num_val}")
@@ -307,6 +345,7 @@ def build_shapes_dataset(
     _check_fraction(val_fraction)
     streams = dict(zip(("train", "validation"), np.random.SeedSequence(seed).spawn(2), strict=True))
     counts = {"train": num_train, "validation": num_val}
+    split = TaskSplit(KINDS, POSITIONS, seed) if task_split else None
     return datasets.DatasetDict(
         {
             name: _build_split(
@@ -317,6 +356,7 @@ def build_shapes_dataset(
                 max_shapes,
                 seed,
                 val_fraction,
+                split,
             )
             for name, stream in streams.items()
         }

@@ -22,7 +22,15 @@ import datasets
 from tokred_core import TokredError, parse_task
 from tokred_core.layout import Task
 
-__all__ = ["sample_features", "shapes_samples"]
+__all__ = ["sample_features", "served_tasks", "shapes_samples"]
+
+
+def served_tasks(split: datasets.Dataset) -> list[list[str]]:
+    """The tasks each image of a shapes split serves: its `tasks` column (a task split),
+    or both for every image of a split built without one."""
+    if "tasks" in split.column_names:
+        return split["tasks"]
+    return [["understanding", "generation"]] * len(split)
 
 
 def sample_features() -> datasets.Features:
@@ -46,6 +54,7 @@ def shapes_samples(
     """Samples of `tasks` from a shapes split, image by image (shuffle them to train).
 
     questions_per_image: keep only the first N questions of each image (None: all).
+    An image gives samples only of the tasks its `tasks` column names (a task split).
     Only text columns are read, so no image is decoded.
     """
     wanted = {parse_task(t) for t in tasks}
@@ -62,10 +71,12 @@ def shapes_samples(
         for name, value in zip(cols, (task, index, prompt, question, answer), strict=True):
             cols[name].append(value)
 
-    for index, (caption, qas) in enumerate(zip(split["caption"], split["questions"], strict=True)):
-        if Task.GENERATION in wanted:
+    for index, (caption, qas, tasks) in enumerate(
+        zip(split["caption"], split["questions"], served_tasks(split), strict=True)
+    ):
+        if Task.GENERATION in wanted and "generation" in tasks:
             add("generation", index, prompt=caption)
-        if Task.UNDERSTANDING in wanted:
+        if Task.UNDERSTANDING in wanted and "understanding" in tasks:
             for qa in qas[:questions_per_image]:
                 add("understanding", index, question=qa["question"], answer=qa["answer"])
     return datasets.Dataset.from_dict(cols, features=sample_features())
