@@ -49,3 +49,20 @@ def test_bad_arms_are_named(name, message):
 def test_an_arm_named_twice_is_refused():
     with pytest.raises(TokredError, match="named twice"):
         parse_arms(["himix+hmgen@task", "himix+hmgen@task"])
+
+
+def test_runs_that_train_the_same_share_an_identity():
+    share_all = parse_arm("himix+hmgen@modality")
+    share_partial = parse_arm("himix+hmgen@task")
+    other_gen = parse_arm("himix+hmgen:num_shallow=1@task")
+    unified, und, gen = share_all.runs()
+    # Isolated runs: one task's policy, and task sharing trains as modality sharing does.
+    assert share_all.run_identity(und) == share_partial.run_identity(und)
+    assert share_all.run_identity(gen) == share_partial.run_identity(gen)
+    assert other_gen.run_identity(und) == share_partial.run_identity(und)
+    assert other_gen.run_identity(gen) != share_partial.run_identity(gen)
+    # Unified runs read both policies and the sharing mode.
+    assert share_all.run_identity(unified) != share_partial.run_identity(unified)
+    # Shared projections are a different model from separate ones.
+    assert parse_arm("himix+hmgen@shared").run_identity(und) != share_all.run_identity(und)
+    assert parse_arm("baseline").run_identity(und) != share_all.run_identity(und)

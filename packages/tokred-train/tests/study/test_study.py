@@ -81,6 +81,30 @@ def test_a_study_runs_every_arm_at_every_seed_and_resumes(tmp_path):
     assert sum("training" in e for e in events3) == 0
 
 
+def test_runs_that_train_the_same_are_trained_once(tmp_path):
+    events: list[str] = []
+    arms = ["baseline", "himix+hmgen:num_shallow=1@modality", "himix+hmgen:num_shallow=1@task"]
+    study = run_study(
+        _config(tmp_path),
+        arms,
+        seeds=1,
+        out_dir=tmp_path / "study",
+        num_understanding=2,
+        num_generation=2,
+        probe_samples=2,
+        on_event=events.append,
+    )
+    assert sum("training" in e for e in events) == 9 - 2  # task's isolated runs: modality's
+    shared = [r for r in study["records"] if r["reused_from"]]
+    assert {(r["arm"], r["kind"], r["reused_from"]) for r in shared} == {
+        (arms[2], kind, arms[1]) for kind in ("isolated-understanding", "isolated-generation")
+    }
+    assert not (tmp_path / "study" / "runs" / arms[2] / "isolated-understanding").exists()
+    saved = json.loads((tmp_path / "study" / STUDY_FILE).read_text())
+    runs_of = saved["arms"][arms[2]]["runs"]
+    assert runs_of["isolated-understanding"]["understanding"]["estimate"]["n"] == 1
+
+
 def test_a_run_interrupted_mid_training_resumes_from_its_partial_folder(tmp_path):
     cfg = tiny_run_config(tmp_path / "unused", optim={"max_steps": 4}, run={"ckpt_every": 2})
     from tokred_train.study.arms import parse_arm

@@ -59,6 +59,21 @@ class Arm:
         """The unified run and one isolated run per task of `tasks`."""
         return [RunSpec(self.name, tuple(TASK_NAMES))] + [RunSpec(self.name, (t,)) for t in tasks]
 
+    def run_identity(self, spec: RunSpec) -> tuple[str, ...]:
+        """What decides the training of `spec`: two runs with the same identity train the
+        same model on the same data, so a study trains it once and shares it.
+
+        An isolated run reads only its own task's policy, and under `task` sharing uses
+        only its task's image projections, which start as the same copies of the text
+        projections as `modality`'s one set: the two modes train the same. (`shared` does
+        not: it has no image projections of its own.)
+        """
+        if len(spec.train_tasks) == 2:
+            return (spec.kind, self.understanding, self.generation, self.sharing)
+        task = spec.train_tasks[0]
+        sharing = "modality" if self.sharing == "task" else self.sharing
+        return (spec.kind, getattr(self, task), sharing)
+
     def overrides(self, spec: RunSpec) -> list[str]:
         """The `key=value` overrides that make a config train `spec`."""
         return [

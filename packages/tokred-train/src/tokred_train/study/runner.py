@@ -22,7 +22,7 @@ import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -64,6 +64,8 @@ class RunRecord:
     process's max RSS, which in one study process only ever grows from run to run."""
     forward_flops: int
     steps: int
+    reused_from: str | None = None
+    """The arm whose run this is, when this arm's run trains the same (run_all)."""
     conflict: dict[str, Any] | None = None
     """Unified runs that measured it (run.conflict_every): the model-wide ('total' group)
     cosine and adjusted cosine between the tasks' gradients by layer, mean over the
@@ -192,12 +194,23 @@ class StudyRunner:
         )
 
     def run_all(self, arms: Sequence[Arm], seeds: Sequence[int]) -> list[RunRecord]:
-        """Every run, seed by seed (so a stopped study has whole seeds done first)."""
+        """Every run, seed by seed (so a stopped study has whole seeds done first). A run
+        that trains the same as one of an earlier arm (`Arm.run_identity`: e.g. HiMix on
+        understanding alone, under modality or task sharing) is trained once: the later
+        arm's record is a copy that names the run it comes from (`reused_from`)."""
         records = []
         for seed in seeds:
+            trained: dict[tuple[str, ...], RunRecord] = {}
             for arm in arms:
                 for spec in arm.runs():
-                    records.append(self.run(arm, spec, seed))
+                    identity = arm.run_identity(spec)
+                    if identity in trained:
+                        source = trained[identity]
+                        self.say(f"{spec.arm} {spec.kind} seed {seed}: same as {source.arm}'s")
+                        records.append(replace(source, arm=arm.name, reused_from=source.arm))
+                        continue
+                    trained[identity] = self.run(arm, spec, seed)
+                    records.append(trained[identity])
         return records
 
 
