@@ -7,6 +7,7 @@ figures and adds them to the report.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -74,6 +75,20 @@ def _figures(study: dict[str, Any], out: Path) -> list[str]:
     return drawn
 
 
+def default_jobs(cfg: Any) -> int:
+    """Runs at once when --jobs is not given: on a CPU-only run, as many as the cores hold
+    at run.threads each (so a 2-core machine trains two 1-thread runs); one on a GPU,
+    whose runs would contend for the one device."""
+    import torch
+
+    on_gpu = cfg.run.device.startswith("cuda") or (
+        cfg.run.device == "auto" and torch.cuda.is_available()
+    )
+    if on_gpu or not cfg.run.threads:
+        return 1
+    return max(1, (os.cpu_count() or 1) // cfg.run.threads)
+
+
 def run_synergy_study(
     config: str | None,
     *,
@@ -83,6 +98,7 @@ def run_synergy_study(
     out: str,
     budget: str,
     overrides: Sequence[str],
+    jobs: int | None = None,
     num_understanding: int,
     num_generation: int,
 ) -> dict[str, Any]:
@@ -99,12 +115,15 @@ def run_synergy_study(
     n_seeds = seeds if seeds is not None else (QUICK["seeds"] if quick else 3)
     out_dir = Path(out)
     say = _say(t0)
+    if jobs is None:
+        jobs = default_jobs(cfg)
     study = run_study(
         cfg,
         list(arms or DEFAULT_ARMS),
         n_seeds,
         out_dir,
         budget=budget,  # type: ignore[arg-type]
+        jobs=jobs,
         num_understanding=num_understanding,
         num_generation=num_generation,
         on_event=say,

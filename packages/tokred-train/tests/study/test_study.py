@@ -152,3 +152,50 @@ def test_bad_arms_fail_before_training(tmp_path, arm, message):
     with pytest.raises(TokredError, match=message):  # hmgen's default 3 shallow layers: too deep
         run_study(_config(tmp_path), [arm], seeds=1, out_dir=tmp_path / "s")
     assert not (tmp_path / "s" / "runs").exists()
+
+
+def test_runs_in_worker_processes_give_the_records_of_one_process(tmp_path):
+    config = tiny_run_config(tmp_path / "unused", optim={"max_steps": 2}, run={"threads": 1})
+    kwargs = dict(seeds=1, num_understanding=2, num_generation=2, probe_samples=2)
+    serial = run_study(config, ["baseline"], out_dir=tmp_path / "one", **kwargs)
+    events: list[str] = []
+    parallel = run_study(
+        config, ["baseline"], out_dir=tmp_path / "two", jobs=2, on_event=events.append, **kwargs
+    )
+    assert sum("in a worker" in e for e in events) == 3
+    assert parallel["jobs"] == 2
+    for one, two in zip(serial["records"], parallel["records"], strict=True):
+        assert (one["kind"], one["scores"], one["steps"]) == (
+            two["kind"],
+            two["scores"],
+            two["steps"],
+        )
+    assert "side by side" in (tmp_path / "two" / REPORT_FILE).read_text()
+    with pytest.raises(TokredError, match="--jobs 0"):
+        run_study(config, ["baseline"], out_dir=tmp_path / "three", jobs=0, **kwargs)
+
+
+def test_the_token_budget_gives_isolated_runs_the_unified_runs_tokens(tmp_path):
+    from tokred_train.built_run import build_train_data
+    from tokred_train.study.arms import parse_arm
+    from tokred_train.study.cost import steps_for_tokens, training_tokens
+    from tokred_train.study.runner import StudyRunner
+
+    config = tiny_run_config(tmp_path / "unused", optim={"max_steps": 6})
+    runner = StudyRunner(config, tmp_path / "s", budget="tokens")
+    arm = parse_arm("baseline")
+    data = build_train_data(config)
+    unified_tokens = training_tokens(data, runner.run_config(arm, arm.runs()[0], 0, tmp_path))
+    for spec in arm.runs()[1:]:
+        iso = runner.run_config(arm, spec, 0, tmp_path)
+        task = spec.train_tasks[0]
+        assert iso.data.understanding_ratio == (1.0 if task == "understanding" else 0.0)
+        steps = iso.optim.max_steps
+        # The fewest steps whose tokens reach the unified run's.
+        assert training_tokens(data, iso) >= unified_tokens
+        fewer = runner.run_config(arm, spec, 0, tmp_path)
+        fewer.optim.max_steps = steps - 1
+        assert steps == 1 or training_tokens(data, fewer) < unified_tokens
+        assert steps_for_tokens(data, iso, unified_tokens) == steps
+    with pytest.raises(TokredError, match="budget 'flops'"):
+        StudyRunner(config, tmp_path / "s", budget="flops")

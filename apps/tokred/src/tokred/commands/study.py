@@ -41,10 +41,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--budget",
-        choices=("matched", "full-batch"),
+        choices=("matched", "full-batch", "tokens"),
         default="matched",
         help="matched: isolated runs train on the unified run's samples of their task "
-        "(default); full-batch: whole batches of their task, the same steps",
+        "(default); full-batch: whole batches of their task, the same steps; tokens: whole "
+        "batches of their task until they have trained on as many tokens as the unified run",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="runs trained at once, each in its own process (default: on the CPU, the "
+        "cores over run.threads; 1 on a GPU)",
     )
     parser.add_argument(
         "--understanding", type=int, default=400, metavar="N", help="questions scored (400)"
@@ -65,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         quick=args.quick,
         out=args.out,
         budget=args.budget,
+        jobs=args.jobs,
         overrides=args.overrides,
         num_understanding=args.understanding,
         num_generation=args.generation,

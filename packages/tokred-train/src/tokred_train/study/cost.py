@@ -18,7 +18,7 @@ from ..config import TrainConfig
 from ..data.training_data import TrainData
 from ..run.sampler import MixedBatchSampler
 
-__all__ = ["decoder_shape_of", "training_flops"]
+__all__ = ["decoder_shape_of", "training_flops", "training_tokens", "steps_for_tokens"]
 
 
 def decoder_shape_of(model: nn.Module) -> DecoderShape:
@@ -27,6 +27,44 @@ def decoder_shape_of(model: nn.Module) -> DecoderShape:
     if config is None:
         raise ValueError(f"{type(model).__name__} has no config to read a decoder shape from")
     return DecoderShape.from_hf_config(config.to_dict(), source=type(model).__name__)
+
+
+def _sampler(config: TrainConfig, data: TrainData) -> MixedBatchSampler:
+    return MixedBatchSampler(
+        data.sizes(), config.data.understanding_ratio, config.optim.batch_size, config.run.seed
+    )
+
+
+def _micro_tokens(data: TrainData, sampler: MixedBatchSampler, micro: int, tasks) -> int:
+    """Tokens (attention mask ones, as the trainer counts them) of one micro-batch."""
+    parts = {t: idx for t, idx in sampler.draw(micro).items() if t in tasks and len(idx)}
+    return int(data.collate(parts)["attention_mask"].sum()) if parts else 0
+
+
+def training_tokens(data: TrainData, config: TrainConfig) -> int:
+    """Tokens a run of `config` trains on over all its steps (data.train_tasks' samples)."""
+    sampler = _sampler(config, data)
+    micros = config.optim.max_steps * config.optim.grad_accum
+    tasks = tuple(config.data.train_tasks)
+    return sum(_micro_tokens(data, sampler, m, tasks) for m in range(micros))
+
+
+def steps_for_tokens(data: TrainData, config: TrainConfig, tokens: int) -> int:
+    """Optimizer steps after which a run of `config` has trained on at least `tokens`
+    tokens (its own max_steps is ignored): the equal-compute budget of the study."""
+    if tokens <= 0:
+        raise ValueError(f"a token budget of {tokens}: need at least one token")
+    sampler = _sampler(config, data)
+    tasks = tuple(config.data.train_tasks)
+    accum = config.optim.grad_accum
+    seen = micro = 0
+    while seen < tokens:
+        added = _micro_tokens(data, sampler, micro, tasks)
+        if added == 0:  # the stream would never reach the budget
+            raise ValueError(f"micro-batch {micro} holds no samples of {list(tasks)}")
+        seen += added
+        micro += 1
+    return -(-micro // accum)
 
 
 def training_flops(
@@ -40,9 +78,7 @@ def training_flops(
     """Forward FLOPs of the first `num_micro_batches` micro-batches the run trains, under
     `policies`, keeping the samples of `tasks` (default: the run's data.train_tasks)."""
     tasks = tuple(config.data.train_tasks if tasks is None else tasks)
-    sampler = MixedBatchSampler(
-        data.sizes(), config.data.understanding_ratio, config.optim.batch_size, config.run.seed
-    )
+    sampler = _sampler(config, data)
     total = 0
     for m in range(num_micro_batches):
         parts = {t: idx for t, idx in sampler.draw(m).items() if t in tasks and len(idx)}

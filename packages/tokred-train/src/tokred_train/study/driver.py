@@ -85,6 +85,7 @@ def run_study(
     out_dir: str | Path,
     *,
     budget: Budget = "matched",
+    jobs: int = 1,
     num_understanding: int = 400,
     num_generation: int = 400,
     probe_samples: int = 32,
@@ -92,9 +93,12 @@ def run_study(
     draw_figures: Callable[[dict[str, Any], Path], Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Run (or finish) the study into `out_dir`; returns what study.json holds.
+    `jobs`: runs trained at once, each in its own process (StudyRunner.run_all).
     `draw_figures(study, out_dir)` draws figures (tokred-train has no plotting) and returns
     their paths relative to out_dir, which report.md then links."""
     check_study_config(config, seeds)
+    if jobs < 1:
+        raise TokredError(f"--jobs {jobs}: need at least 1")
     arm_list = parse_arms(list(arms)) if arms and isinstance(arms[0], str) else list(arms)
     out = Path(out_dir)
     say = on_event or (lambda message: None)
@@ -110,14 +114,15 @@ def run_study(
     seed_list = [config.run.seed + i for i in range(seeds)]
     runner.check(arm_list, seed_list)
     out.mkdir(parents=True, exist_ok=True)
-    say(f"{len(arm_list)} arms x {len(seed_list)} seeds into {out}")
-    records: list[RunRecord] = runner.run_all(arm_list, seed_list)
+    say(f"{len(arm_list)} arms x {len(seed_list)} seeds into {out}, {jobs} run(s) at a time")
+    records: list[RunRecord] = runner.run_all(arm_list, seed_list, jobs)
     alloc = _baseline_allocation(runner, seed_list[0], probe_samples, say)
     numbers = aggregate(records, [a.name for a in arm_list])
     study = {
         "arm_specs": {a.name: a.__dict__ for a in arm_list},
         "seeds": seed_list,
         "budget": budget,
+        "jobs": jobs,
         "eval": {"num_understanding": num_understanding, "num_generation": num_generation},
         "config": config_to_dict(config),
         "records": [r.to_dict() for r in records],

@@ -130,6 +130,17 @@ def _findings(study: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+_BUDGET_TEXT = {
+    "matched": "an isolated run trains on exactly the unified run's samples of its task, in "
+    "the same order and over the same optimizer steps.",
+    "full-batch": "an isolated run fills whole batches with its task (the unified run's steps "
+    "and samples per step).",
+    "tokens": "equal compute: an isolated run fills whole batches with its task for as many "
+    "steps as it takes to train on as many tokens as the unified run (steps and tokens per "
+    "run in the cost table).",
+}
+
+
 def render_report(study: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
     seeds = study["seeds"]
     kinds = ", ".join(f"{t}: {k}" for t, k in study["score_kinds"].items())
@@ -138,12 +149,12 @@ def render_report(study: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
         "",
         f"Arms: {', '.join(study['arms'])}. Seeds: {', '.join(map(str, seeds))} (paired: the same "
         "initial weights and batch order in every arm). Budget: "
+        + _BUDGET_TEXT[study["budget"]]
         + (
-            "an isolated run trains on exactly the unified run's samples of its task, in the "
-            "same order and over the same optimizer steps."
-            if study["budget"] == "matched"
-            else "an isolated run fills whole batches with its task (the unified run's steps "
-            "and samples per step)."
+            f" Runs trained {study['jobs']} at a time, so step times were measured side by "
+            "side with other runs."
+            if study.get("jobs", 1) > 1
+            else ""
         ),
         f"Scores ({kinds}) are percentages with 95% t-intervals over seeds; synergy is unified "
         "minus isolated within each seed (signed so that + means joint training helped); kept "

@@ -29,19 +29,25 @@ from typing import Any, Literal
 from tokred_core import TokredError
 
 from ..atomic import atomic_write_text, fsync_dir
+from ..built_run import build_train_data
 from ..config import TrainConfig, check_policies_fit, load_config
+from ..data.training_data import TrainData
 from ..eval.run import evaluate_run, run_from_result
 from ..run.loop import RunResult, train
 from .arms import Arm, RunSpec
 from .conflict import layer_profile, read_conflict
-from .cost import decoder_shape_of, training_flops
+from .cost import decoder_shape_of, steps_for_tokens, training_flops, training_tokens
 
-__all__ = ["Budget", "RunRecord", "StudyRunner", "RESULT_FILE"]
+__all__ = ["BUDGETS", "Budget", "RunRecord", "StudyRunner", "RESULT_FILE"]
 
 log = logging.getLogger(__name__)
 
 RESULT_FILE = "result.json"
-Budget = Literal["matched", "full-batch"]
+#: matched: an isolated run trains on the unified run's samples of its task, same steps;
+#: full-batch: whole batches of its task, same steps; tokens: whole batches of its task
+#: for as many steps as it takes to train on as many tokens as the unified run.
+Budget = Literal["matched", "full-batch", "tokens"]
+BUDGETS: tuple[str, ...] = ("matched", "full-batch", "tokens")
 #: Micro-batches the cost model prices per run (the first ones; the mix repeats).
 FLOPS_BATCHES = 50
 
@@ -64,6 +70,9 @@ class RunRecord:
     process's max RSS, which in one study process only ever grows from run to run."""
     forward_flops: int
     steps: int
+    tokens_trained: int | None = None
+    """Tokens (attention mask ones) of all the run's micro-batches, counted from its
+    seeded sampler, so a resumed run counts them all."""
     reused_from: str | None = None
     """The arm whose run this is, when this arm's run trains the same (run_all)."""
     conflict: dict[str, Any] | None = None
@@ -88,9 +97,13 @@ class StudyRunner:
         num_generation: int = 400,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
+        if budget not in BUDGETS:
+            raise TokredError(f"budget {budget!r}: use one of {', '.join(BUDGETS)}")
         self.config = config
         self.out_dir = Path(out_dir)
         self.budget = budget
+        self._data: TrainData | None = None  # built once, for the token budget
+        self._token_steps: dict[tuple[int, str], int] = {}
         self.num_understanding = num_understanding
         self.num_generation = num_generation
         self.say = on_event or (lambda message: log.info("%s", message))
@@ -109,11 +122,26 @@ class StudyRunner:
         ]
         if len(spec.train_tasks) == 1:
             overrides.append("run.conflict_every=0")  # conflict needs both tasks trained
-        if self.budget == "full-batch" and len(spec.train_tasks) == 1:
-            # Whole batches of the task: the same steps and samples per step as unified.
+        if self.budget != "matched" and len(spec.train_tasks) == 1:
+            # Whole batches of the task: the unified run's samples per step.
             ratio = 1.0 if spec.train_tasks[0] == "understanding" else 0.0
             overrides.append(f"data.understanding_ratio={ratio}")
+            if self.budget == "tokens":
+                steps = self.steps_for_unified_tokens(load_config(self.config, overrides), seed)
+                overrides.append(f"optim.max_steps={steps}")
         return load_config(self.config, overrides)
+
+    def steps_for_unified_tokens(self, isolated: TrainConfig, seed: int) -> int:
+        """Steps of the isolated run `isolated` that train on as many tokens as the
+        unified run of the same seed (the sampler is seeded, so both are exact)."""
+        task = isolated.data.train_tasks[0]
+        if (seed, task) not in self._token_steps:
+            if self._data is None:
+                self._data = build_train_data(self.config)
+            unified = load_config(self.config, [f"run.seed={seed}"])
+            tokens = training_tokens(self._data, unified)
+            self._token_steps[seed, task] = steps_for_tokens(self._data, isolated, tokens)
+        return self._token_steps[seed, task]
 
     def check(self, arms: Sequence[Arm], seeds: Sequence[int]) -> None:
         """Every run's config loads and its policies fit the model, before any training."""
@@ -190,28 +218,79 @@ class StudyRunner:
             ),
             forward_flops=flops,
             steps=result.last_step,
+            tokens_trained=training_tokens(result.data, result.config),
             conflict=_conflict_profile(run_dir) if len(tasks) == 2 else None,
         )
 
-    def run_all(self, arms: Sequence[Arm], seeds: Sequence[int]) -> list[RunRecord]:
+    def run_all(self, arms: Sequence[Arm], seeds: Sequence[int], jobs: int = 1) -> list[RunRecord]:
         """Every run, seed by seed (so a stopped study has whole seeds done first). A run
         that trains the same as one of an earlier arm (`Arm.run_identity`: e.g. HiMix on
         understanding alone, under modality or task sharing) is trained once: the later
-        arm's record is a copy that names the run it comes from (`reused_from`)."""
-        records = []
+        arm's record is a copy that names the run it comes from (`reused_from`).
+
+        jobs > 1 trains that many runs at once, each in its own process (give each run
+        one core: run.threads). Their step times are then measured side by side with
+        other runs, which the report states.
+        """
+        if jobs < 1:
+            raise TokredError(f"jobs {jobs}: need at least 1")
+        order: list[tuple[Arm, RunSpec, int]] = []
+        source_of: list[int] = []  # per entry: the index of the entry that trains it
         for seed in seeds:
-            trained: dict[tuple[str, ...], RunRecord] = {}
+            first: dict[tuple[str, ...], int] = {}
             for arm in arms:
                 for spec in arm.runs():
-                    identity = arm.run_identity(spec)
-                    if identity in trained:
-                        source = trained[identity]
-                        self.say(f"{spec.arm} {spec.kind} seed {seed}: same as {source.arm}'s")
-                        records.append(replace(source, arm=arm.name, reused_from=source.arm))
-                        continue
-                    trained[identity] = self.run(arm, spec, seed)
-                    records.append(trained[identity])
+                    index = first.setdefault(arm.run_identity(spec), len(order))
+                    order.append((arm, spec, seed))
+                    source_of.append(index)
+        trained = [i for i, source in enumerate(source_of) if source == i]
+        done = self._train(order, trained, jobs)
+        records = []
+        for i, (arm, spec, seed) in enumerate(order):
+            source = done[source_of[i]]
+            if source_of[i] != i:
+                self.say(f"{spec.arm} {spec.kind} seed {seed}: same as {source.arm}'s")
+                source = replace(source, arm=arm.name, reused_from=source.arm)
+            records.append(source)
         return records
+
+    def _train(
+        self, order: Sequence[tuple[Arm, RunSpec, int]], which: Sequence[int], jobs: int
+    ) -> dict[int, RunRecord]:
+        if jobs == 1:
+            return {i: self.run(*order[i]) for i in which}
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        done = {i: r for i in which if (r := self.completed(*order[i][1:])) is not None}
+        for i in done:
+            self.say(f"{order[i][1].arm} {order[i][1].kind} seed {order[i][2]}: complete, reused")
+        todo = [i for i in which if i not in done]
+        # spawn: a fresh interpreter per worker (no fork of a process holding torch threads).
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+            futures = {}
+            for i in todo:
+                arm, spec, seed = order[i]
+                self.say(f"{spec.arm} {spec.kind} seed {seed}: training (in a worker)")
+                futures[i] = pool.submit(_run_in_worker, self._settings(), arm, spec, seed)
+            for i, future in futures.items():
+                done[i] = future.result()
+        return done
+
+    def _settings(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "out_dir": self.out_dir,
+            "budget": self.budget,
+            "num_understanding": self.num_understanding,
+            "num_generation": self.num_generation,
+        }
+
+
+def _run_in_worker(settings: dict[str, Any], arm: Arm, spec: RunSpec, seed: int) -> RunRecord:
+    """One run in a worker process of `StudyRunner.run_all(jobs > 1)`."""
+    return StudyRunner(**settings).run(arm, spec, seed)
 
 
 def _scores(
