@@ -10,6 +10,7 @@ that value fills (`reduction.understanding: himix` is `{policy: himix}`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -103,13 +104,20 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
             except ValueError:
                 pass
     elif hint is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
+        if number is not None:
+            # inf or NaN in a learning rate, clip norm or epsilon trains on NaN from the
+            # second step on and ends in a NaN checkpoint: refused here, by name.
+            if not math.isfinite(number):
+                raise config_error(key, f"{value!r} is not a finite number")
+            return number
     elif hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

@@ -160,7 +160,14 @@ class RunConfig:
     in batches of optim.batch_size: one measurement costs a forward and backward over twice
     this many samples."""
 
+    on_nonfinite: str = "stop"
+    """A step whose gradient norm is inf or NaN (a too high learning rate, an overflow):
+    stop, with one line naming the step and the last good checkpoint; or skip_step: drop
+    that update (the schedule still advances) and count it in summary.json."""
+
     def __post_init__(self) -> None:
+        if self.on_nonfinite not in ("stop", "skip_step"):
+            raise _fail("run.on_nonfinite", f"{self.on_nonfinite!r} must be stop or skip_step")
         _positive("run", self, "log_every", "threads", "conflict_samples")
         _positive(
             "run",

@@ -28,6 +28,7 @@ left out.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,8 @@ from .grid import save_sample_grid
 from .janus import JanusForDecoding
 from .records import shapes_eval_records
 from .understanding import evaluate_understanding
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "LoadedRun",
@@ -120,6 +123,18 @@ def _read_summary(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def _warn_nonfinite(model: nn.Module, checkpoint: Path) -> None:
+    """A checkpoint with NaN or inf weights scores 0% without any other sign: say so."""
+    bad = [n for n, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        log.warning(
+            "%s: %d parameter tensors hold NaN or inf (first: %s); its scores mean nothing",
+            checkpoint,
+            len(bad),
+            bad[0],
+        )
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild a run's model from its folder and load its newest complete checkpoint."""
     run_dir = Path(run_dir)
@@ -139,6 +154,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     built = run.built
     load_checkpoint(ckpt.path, built.model, map_location=device, restore_rng=False)
     built.model.eval()
+    _warn_nonfinite(built.model, ckpt.path)
     return LoadedRun.of(run, run_dir, ckpt.path, _read_summary(run_dir))
 
 

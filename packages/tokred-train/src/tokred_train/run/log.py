@@ -6,7 +6,7 @@ synchronisation, not one per metric.
 
 metrics.jsonl: one JSON object per optimizer step:
     step, loss, loss_understanding, loss_generation (null when the step had no sample of
-    that task), lr, grad_norm, tokens (non-padding tokens in the step), samples,
+    that task; "nan" or "inf" when not finite), lr, grad_norm, tokens (non-padding tokens in the step), samples,
     tokens_per_s, samples_per_s, step_time_s (averaged over the flush window), elapsed_s
 validation.jsonl: step plus val_* losses, whenever validation runs.
 """
@@ -34,8 +34,10 @@ SAMPLES_FILE = "samples.jsonl"
 
 
 def _clean(value: Any) -> Any:
+    """JSON has no NaN or inf: they are written as the strings "nan", "inf" and "-inf", so
+    that a non-finite loss stays distinct from null (the step had no sample of the task)."""
     if isinstance(value, float) and not math.isfinite(value):
-        return None
+        return str(value)
     return value
 
 

@@ -47,6 +47,7 @@ from .checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from .conflict import CONFLICT_FILE, ConflictProbe
 from .distributed import DistInfo, barrier
 from .log import SAMPLES_FILE, MetricsLogger, peak_memory_bytes
+from .nonfinite import NonFiniteGuard
 from .prefetch import Prefetcher
 from .sampler import MixedBatchSampler
 from .setup import RunSetup, data_position, seed_everything, setup_run
@@ -172,6 +173,9 @@ class Trainer:
         self.eval_batch_size = config.eval.batch_size or config.optim.batch_size
         self.window = MetricsWindow(s.dist)
         self.last_checkpoint: Path | None = None
+        self.guard = NonFiniteGuard(
+            config.run.on_nonfinite, s.optimizer, lambda: self.last_checkpoint, self.flush
+        )
         # run.conflict_every's fixed probe, built on every rank so that a run without samples
         # of both tasks fails alike everywhere (only the main process measures).
         self.conflict: ConflictProbe | None = None
@@ -212,7 +216,8 @@ class Trainer:
             samples += batch["input_ids"].shape[0]
         grad_norm = torch.nn.utils.clip_grad_norm_(s.params, self.clip)
         lr = s.scheduler.get_last_lr()[0]
-        s.optimizer.step()
+        if self.guard.allows(step, grad_norm):
+            s.optimizer.step()
         s.scheduler.step()
         s.optimizer.zero_grad(set_to_none=True)
         counts = (sum(t.counts[0] for _, t in micros), sum(t.counts[1] for _, t in micros))
@@ -372,6 +377,8 @@ class Trainer:
                 {"every": self.config.run.conflict_every}
                 | (self.conflict.cost() if self.conflict is not None else {}),
             )
+            # Updates dropped by run.on_nonfinite=skip_step (in this process, if resumed).
+            result.summary["nonfinite_steps_skipped"] = self.guard.skipped
             self.logger.enabled = s.dist.is_main
             self.logger.write_json(SUMMARY_FILE, result.summary)
         return result
