@@ -18,12 +18,42 @@ from ..atomic import atomic_write_text
 from .coerce import config_error, from_dict
 from .schema import TrainConfig
 
-__all__ = ["apply_overrides", "config_to_dict", "load_config", "save_config"]
+__all__ = ["apply_overrides", "config_to_dict", "load_config", "read_yaml", "save_config"]
 
 
 def config_to_dict(config: TrainConfig) -> dict[str, Any]:
     """The resolved config as plain YAML-able data."""
     return dataclasses.asdict(config)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (plain YAML keeps the
+    last, so a repeated `optim:` section would silently drop the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise TokredError(f"key {key!r} is given twice (again on line {line})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's data (safe types only); one-line errors for bad text, bad YAML and
+    duplicate keys, each naming the file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TokredError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as exc:
+        raise TokredError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except TokredError as exc:
+        raise TokredError(f"{path}: {exc}") from None
 
 
 def _parse_value(text: str) -> Any:
@@ -72,10 +102,7 @@ def load_config(
         path = Path(source)
         if not path.is_file():
             raise TokredError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise TokredError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+        raw = read_yaml(path)
         if raw is None:
             raw = {}
         if not isinstance(raw, dict):

@@ -143,6 +143,9 @@ class DataConfig:
     image_root: str | None = None
     """Real formats: folder that image paths are relative to (llava; jsonl defaults to the
     JSONL's folder)."""
+    on_bad_record: Literal["fail", "skip"] = "fail"
+    """A record that cannot be read (bad JSON, missing fields): stop with its name, or
+    leave it out."""
     on_bad_image: Literal["fail", "skip"] = "fail"
     """A missing or unreadable image: stop with its name, or leave the record out."""
     system_prompt: str | None = None
@@ -181,8 +184,9 @@ class DataConfig:
                 raise _fail(
                     "data.paths", f"{entry!r}: format {kind!r} must be llava, jsonl or folder"
                 )
-        if self.on_bad_image not in ("fail", "skip"):
-            raise _fail("data.on_bad_image", f"{self.on_bad_image!r} must be 'fail' or 'skip'")
+        for key in ("on_bad_image", "on_bad_record"):
+            if getattr(self, key) not in ("fail", "skip"):
+                raise _fail(f"data.{key}", f"{getattr(self, key)!r} must be 'fail' or 'skip'")
 
     def _check_train_tasks(self) -> None:
         tasks = self.train_tasks

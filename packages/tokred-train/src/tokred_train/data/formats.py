@@ -137,7 +137,7 @@ def _collect(
             )
             if policy == "fail":
                 raise TokredError(
-                    f"{label}: {e.reason} (image: {where}); fix it, or pass {option}='skip'"
+                    f"{label}: {e.reason} (image: {where}); fix it, or set data.{option}=skip"
                 ) from None
             skipped.append(SkippedRecord(label, where, e.reason))
             continue

@@ -134,15 +134,16 @@ def build_shapes_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainData:
 
 
 def _load_source(kind: str, path: str, cfg: DataConfig):
+    bad = {"on_bad_image": cfg.on_bad_image, "on_bad_record": cfg.on_bad_record}
     if kind == "llava":
         if cfg.image_root is None:
             root = Path(path).parent
         else:
             root = Path(cfg.image_root)
-        return load_llava_conversations(path, root, on_bad_image=cfg.on_bad_image)
+        return load_llava_conversations(path, root, **bad)
     if kind == "jsonl":
-        return load_prompt_image_jsonl(path, cfg.image_root, on_bad_image=cfg.on_bad_image)
-    return load_captioned_folder(path, on_bad_image=cfg.on_bad_image)
+        return load_prompt_image_jsonl(path, cfg.image_root, **bad)
+    return load_captioned_folder(path, **bad)
 
 
 #: Images encoded per VQ call while building the data (bounds the pixels held at once).
@@ -227,7 +228,7 @@ def build_real_format_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainD
     train = _real_split(rows, train_idx, vq, source, io)
     val = _real_split(rows, val_idx, vq, source, io)
     if skipped:
-        log.warning("left out %d bad records (data.on_bad_image=skip)", skipped)
+        log.warning("left out %d bad records (data.on_bad_image / on_bad_record=skip)", skipped)
     info = {
         "kind": cfg.kind,
         "paths": list(cfg.paths),

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from tokred_core import TokredError
 from torch import nn
 
 from ..built_run import VOCAB_FILE, VQ_DIR, BuiltRun, build_run
 from ..config import TrainConfig, config_to_dict, save_config
+from ..config.loader import read_yaml
 from ..data.training_data import TrainData
 from ..families import check_trainable, hf_model_type
 from ..model.builder import resolve_device
@@ -121,7 +121,7 @@ def _check_resume_config(run_dir: Path, config: TrainConfig) -> None:
     saved_path = run_dir / CONFIG_FILE
     if not saved_path.is_file():
         return
-    saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    saved = read_yaml(saved_path) or {}
     now = config_to_dict(config)
     for section in _RESUME_SECTIONS:
         diff = _first_difference(saved.get(section), now.get(section), section)
