@@ -162,7 +162,7 @@ def test_runs_in_worker_processes_give_the_records_of_one_process(tmp_path):
     parallel = run_study(
         config, ["baseline"], out_dir=tmp_path / "two", jobs=2, on_event=events.append, **kwargs
     )
-    assert sum("in a worker" in e for e in events) == 3
+    assert sum(": trained (" in e for e in events) == 3
     assert parallel["jobs"] == 2
     for one, two in zip(serial["records"], parallel["records"], strict=True):
         assert (one["kind"], one["scores"], one["steps"]) == (

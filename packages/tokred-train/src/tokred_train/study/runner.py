@@ -260,7 +260,7 @@ class StudyRunner:
         if jobs == 1:
             return {i: self.run(*order[i]) for i in which}
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        from concurrent.futures import ProcessPoolExecutor, as_completed
 
         done = {i: r for i in which if (r := self.completed(*order[i][1:])) is not None}
         for i in done:
@@ -269,13 +269,13 @@ class StudyRunner:
         # spawn: a fresh interpreter per worker (no fork of a process holding torch threads).
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = {}
-            for i in todo:
-                arm, spec, seed = order[i]
-                self.say(f"{spec.arm} {spec.kind} seed {seed}: training (in a worker)")
-                futures[i] = pool.submit(_run_in_worker, self._settings(), arm, spec, seed)
-            for i, future in futures.items():
+            futures = {pool.submit(_run_in_worker, self._settings(), *order[i]): i for i in todo}
+            self.say(f"{len(todo)} runs queued for {jobs} workers")
+            for future in as_completed(futures):
+                i = futures[future]
                 done[i] = future.result()
+                spec, seed = order[i][1], order[i][2]
+                self.say(f"{spec.arm} {spec.kind} seed {seed}: trained ({len(done)}/{len(which)})")
         return done
 
     def _settings(self) -> dict[str, Any]:
