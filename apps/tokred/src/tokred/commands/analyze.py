@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..arg_types import count
 from . import Command, add_set_option
 
 __all__ = ["COMMAND"]
@@ -39,12 +40,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--samples",
-        type=int,
+        type=count(1),
         default=32,
         metavar="N",
         help="validation samples per task (default 32)",
     )
-    parser.add_argument("--batch-size", type=int, default=16, metavar="B", help="default 16")
+    parser.add_argument("--batch-size", type=count(1), default=16, metavar="B", help="default 16")
     parser.add_argument(
         "--policy",
         default="run",

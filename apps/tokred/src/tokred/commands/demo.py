@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..arg_types import count
 from ..recipes import demo_steps
 from . import Command, add_set_option
 
@@ -33,35 +34,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
     steps = demo_steps()
     parser.add_argument(
         "--steps",
-        type=int,
+        type=count(1),
         default=steps,
         metavar="N",
         help=f"training steps per run (default {steps})",
     )
     parser.add_argument(
         "--threads",
-        type=int,
+        type=count(0),
         default=0,
         metavar="N",
         help="torch CPU threads (default 0: all cores when the machine is idle, 1 when it is busy)",
     )
     parser.add_argument(
         "--eval-understanding",
-        type=int,
+        type=count(0),
         default=None,
         metavar="N",
         help="questions to score per run (default: the whole validation split)",
     )
     parser.add_argument(
         "--eval-generation",
-        type=int,
+        type=count(0),
         default=None,
         metavar="N",
         help="captions to draw per run (default: the whole validation split)",
     )
     parser.add_argument(
         "--probe-samples",
-        type=int,
+        type=count(1),
         default=32,
         metavar="N",
         help="samples per task for the allocation probe",

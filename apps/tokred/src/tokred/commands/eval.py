@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..arg_types import count, finite_float
 from . import Command
 
 __all__ = ["COMMAND"]
@@ -28,13 +29,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/eval)")
     parser.add_argument(
         "--understanding",
-        type=int,
+        type=count(0),
         default=200,
         metavar="N",
         help="questions to score (default 200)",
     )
     parser.add_argument(
-        "--generation", type=int, default=48, metavar="N", help="captions to draw (default 48)"
+        "--generation", type=count(0), default=48, metavar="N", help="captions to draw (default 48)"
     )
     parser.add_argument(
         "--policy",
@@ -50,18 +51,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "cached = plain forward with KV cache (unreduced); auto picks (default)",
     )
     parser.add_argument(
-        "--temperature", type=float, default=0.0, help="0: greedy (default); > 0: seeded sampling"
+        "--temperature",
+        type=finite_float(0.0),
+        default=0.0,
+        help="0: greedy (default); > 0: seeded sampling",
     )
     parser.add_argument(
         "--cfg-weight",
-        type=float,
+        type=finite_float(),
         default=None,
         metavar="W",
         help="classifier-free guidance for Janus generation (Janus-Pro samples with 5); "
         "default: none",
     )
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="B", help="default 64")
+    parser.add_argument("--seed", type=count(0), default=0, help="sampling seed (default 0)")
+    parser.add_argument("--batch-size", type=count(1), default=64, metavar="B", help="default 64")
     parser.add_argument("--json", action="store_true", help="print eval.json instead of a summary")
 
 

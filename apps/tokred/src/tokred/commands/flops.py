@@ -14,6 +14,7 @@ from tokred_core import TASK_NAMES, available_policies
 from tokred_core.cost import CAUSAL_MODES
 from tokred_core.shapes import PRESETS
 
+from ..arg_types import MAX_TOKENS, count
 from ..flops_table import flops_result, render_table
 from . import Command, add_set_option
 
@@ -32,10 +33,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     add_set_option(parser, "a policy config field, e.g. --set num_shallow=5 (repeatable)")
     parser.add_argument(
-        "--text-tokens", type=int, required=True, metavar="T", help="text tokens per sample"
+        "--text-tokens",
+        type=count(0, MAX_TOKENS),
+        required=True,
+        metavar="T",
+        help="text tokens per sample",
     )
     parser.add_argument(
-        "--image-tokens", type=int, required=True, metavar="M", help="image tokens per sample"
+        "--image-tokens",
+        type=count(0, MAX_TOKENS),
+        required=True,
+        metavar="M",
+        help="image tokens per sample",
     )
     parser.add_argument(
         "--task",

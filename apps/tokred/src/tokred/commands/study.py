@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..arg_types import count
 from . import Command, add_set_option
 
 __all__ = ["COMMAND"]
@@ -49,17 +50,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--jobs",
-        type=int,
+        type=count(1),
         default=None,
         metavar="N",
         help="runs trained at once, each in its own process (default: on the CPU, the "
         "cores over run.threads; 1 on a GPU)",
     )
     parser.add_argument(
-        "--understanding", type=int, default=400, metavar="N", help="questions scored (400)"
+        "--understanding", type=count(0), default=400, metavar="N", help="questions scored (400)"
     )
     parser.add_argument(
-        "--generation", type=int, default=400, metavar="N", help="prompts scored (400)"
+        "--generation", type=count(0), default=400, metavar="N", help="prompts scored (400)"
     )
     add_set_option(parser, "a config override for every run, e.g. optim.max_steps=300")
 
