@@ -128,6 +128,9 @@ class RunConfig:
     """Write a checkpoint after the last step."""
     resume: bool = False
     """Continue from the newest complete checkpoint in out_dir (start fresh if none)."""
+    overwrite: bool = False
+    """Train into an out_dir that holds an earlier run's metrics but no checkpoint,
+    replacing them (without it, such a folder is refused: its metrics would be lost)."""
     gradient_checkpointing: bool = False
     """Recompute layer activations in the backward pass (use_reentrant=False)."""
     bf16: bool | None = None

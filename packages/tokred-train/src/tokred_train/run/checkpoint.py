@@ -20,6 +20,7 @@ leaves the previous checkpoint as the newest one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -37,6 +38,8 @@ from tokred_core import TokredError
 from torch import nn
 
 from ..atomic import atomic_write_text, fsync_dir
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -235,7 +238,12 @@ def find_latest_checkpoint(run_dir: str | Path) -> CheckpointInfo | None:
     root = Path(run_dir) / CHECKPOINT_DIR
     pointer = root / LATEST
     if pointer.is_file():
-        named = _complete(root / pointer.read_text(encoding="utf-8").strip())
+        name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+        # Only a checkpoint folder of this run: a hand-edited pointer to elsewhere is ignored.
+        inside = bool(name) and Path(name).name == name and name not in (".", "..")
+        if not inside:
+            log.warning("%s names %r, not a checkpoint of this run: ignored", pointer, name)
+        named = _complete(root / name) if inside else None
         if named is not None:
             newest = list_checkpoints(run_dir)
             # A newer complete checkpoint means the pointer update itself was interrupted.

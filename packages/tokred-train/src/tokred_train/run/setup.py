@@ -147,6 +147,11 @@ def _resume_point(config: TrainConfig) -> tuple[Path, CheckpointInfo | None]:
             f"run.out_dir={str(run_dir)!r} already holds checkpoints; set run.resume=true to "
             "continue that run, or choose another run.out_dir"
         )
+    elif (run_dir / METRICS_FILE).is_file() and not config.run.overwrite:
+        raise TokredError(
+            f"run.out_dir={str(run_dir)!r} holds an earlier run's {METRICS_FILE} (and no "
+            "checkpoint); set run.overwrite=true to replace it, or choose another run.out_dir"
+        )
     return run_dir, resume
 
 
@@ -181,6 +186,14 @@ def _resume(setup: RunSetup, resume: CheckpointInfo) -> int:
         resume.path, setup.model, setup.optimizer, setup.scheduler, map_location=setup.device
     )
     start_step = int(state["step"])
+    max_steps = setup.config.optim.max_steps
+    if start_step >= max_steps:
+        log.warning(
+            "%s is at step %d, at or past optim.max_steps=%d: nothing is left to train",
+            resume.path,
+            start_step,
+            max_steps,
+        )
     saved = state.get("data", {})
     now = data_position(start_step, setup.config, setup.dist)
     if {k: saved.get(k) for k in now} != now:
