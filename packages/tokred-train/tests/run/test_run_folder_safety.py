@@ -45,3 +45,19 @@ def test_resuming_at_max_steps_warns_that_nothing_is_left(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="tokred_train.run.setup"):
         train(tiny_run_config(run, optim={"max_steps": 2}, run={"resume": True}))
     assert any("nothing is left to train" in r.getMessage() for r in caplog.records)
+
+
+def test_an_out_dir_that_cannot_hold_a_run_fails_before_building(tmp_path, monkeypatch):
+    import tokred_train.run.setup as setup
+
+    def never(*args, **kwargs):
+        raise AssertionError("built data or model for an unusable out_dir")
+
+    monkeypatch.setattr(setup, "build_run", never)
+    a_file = tmp_path / "file"
+    a_file.write_text("not a folder")
+    with pytest.raises(TokredError, match=r"run.out_dir='.*file' is a file, not a folder"):
+        train(tiny_run_config(a_file))
+    with pytest.raises(TokredError, match=r"run.out_dir='.*file/run': cannot create it"):
+        train(tiny_run_config(a_file / "run"))
+    assert a_file.read_text() == "not a folder"

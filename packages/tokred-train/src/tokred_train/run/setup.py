@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -132,9 +133,21 @@ def _check_resume_config(run_dir: Path, config: TrainConfig) -> None:
             )
 
 
+def _check_writable(run_dir: Path) -> None:
+    """Fail on a run.out_dir that cannot hold a run before any data or model is built."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise TokredError(f"run.out_dir={str(run_dir)!r} is a file, not a folder")
+    existing = next((p for p in (run_dir, *run_dir.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise TokredError(
+            f"run.out_dir={str(run_dir)!r}: cannot create it ({existing} is not a writable folder)"
+        )
+
+
 def _resume_point(config: TrainConfig) -> tuple[Path, CheckpointInfo | None]:
     """The run folder and the checkpoint to resume from (None: start at step 0)."""
     run_dir = Path(config.run.out_dir)
+    _check_writable(run_dir)
     resume = None
     if config.run.resume:
         resume = find_latest_checkpoint(run_dir)
