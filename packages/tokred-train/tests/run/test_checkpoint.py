@@ -89,12 +89,58 @@ def test_rotation_and_partial_checkpoints(tmp_path):
     save_checkpoint(tmp_path, 6, model, opt, sched)
     (root / "step-000006" / "optimizer.pt").unlink()
     assert find_latest_checkpoint(tmp_path).step == 3
+    # Both damaged ones were set aside, not deleted; only our own leftover is removed.
+    aside = sorted(p.name.rsplit("-", 1)[0] for p in root.glob("damaged-*"))
+    assert aside == ["damaged-step-000005", "damaged-step-000006"]
     removed = {p.name for p in remove_partial_checkpoints(tmp_path)}
-    assert removed == {".tmp-step-000004-1", "step-000005"}
+    assert removed == {".tmp-step-000004-1"}
     # `latest` lagging behind a newer complete checkpoint (crash between the two renames).
     save_checkpoint(tmp_path, 7, model, opt, sched)
     (root / LATEST).write_text("step-000003\n")
     assert find_latest_checkpoint(tmp_path).step == 7
+
+
+@pytest.mark.parametrize(
+    "damage_it, reason",
+    [
+        (
+            lambda d: (d / "model.safetensors").write_bytes(b"x" * 10),
+            "model.safetensors has 10 bytes",
+        ),
+        (lambda d: _flip_last_byte(d / "trainer_state.pt"), "trainer_state.pt does not match"),
+        (lambda d: (d / "COMPLETE").write_text("garbage"), "marker is not readable JSON"),
+        (lambda d: (d / "optimizer.pt").unlink(), "optimizer.pt is missing"),
+    ],
+)
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_older_one_used(
+    tmp_path, caplog, damage_it, reason
+):
+    model, opt, sched = setup()
+    save_checkpoint(tmp_path, 1, model, opt, sched)
+    newest = save_checkpoint(tmp_path, 2, model, opt, sched)
+    damage_it(newest)
+    with caplog.at_level("WARNING", logger="tokred_train.run.checkpoint"):
+        found = find_latest_checkpoint(tmp_path)
+    assert found.step == 1
+    load_checkpoint(found.path, model, opt, sched)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "step-000002 is damaged" in line and reason in line and "moved aside" in line
+    assert not newest.exists() and len(list(newest.parent.glob("damaged-step-000002-*"))) == 1
+
+
+def _flip_last_byte(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_shape_mismatch_is_one_line(tmp_path):
+    model, opt, sched = setup()
+    path = save_checkpoint(tmp_path, 1, model, opt, sched)
+    wider = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 2))
+    wider[0].bias.requires_grad_(False)  # frozen as in `setup`: the same names are saved
+    with pytest.raises(TokredError, match=r"0.weight is \(.*\) in the checkpoint but"):
+        load_checkpoint(path, wider)
 
 
 def test_checkpoint_must_fit_the_model(tmp_path):

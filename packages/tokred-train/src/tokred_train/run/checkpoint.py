@@ -22,11 +22,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from tokred_core import TokredError
 from torch import nn
 
 from ..atomic import atomic_write_text, fsync_dir
+from .integrity import damage, describe_files
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +170,8 @@ def save_checkpoint(
         torch.save(state, tmp / STATE)
         for f in (WEIGHTS, OPTIMIZER, STATE):
             _fsync_file(tmp / f)
-        marker = {"step": step, "files": [WEIGHTS, OPTIMIZER, STATE], "time": time.time()}
+        files = describe_files(tmp, (WEIGHTS, OPTIMIZER, STATE))
+        marker = {"step": step, "files": files, "time": time.time()}
         atomic_write_text(tmp / MARKER, json.dumps(marker) + "\n")
         fsync_dir(tmp)
         if final.exists():  # an older complete copy of this step: swap it out, then drop it
@@ -191,7 +194,8 @@ def save_checkpoint(
 
 
 def remove_partial_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Delete leftovers of interrupted writes (`.tmp-*`, `.old-*`, folders without marker)."""
+    """Delete leftovers of interrupted writes (`.tmp-*`, `.old-*`); a step folder without
+    its marker is not ours to delete and is set aside."""
     root = Path(run_dir) / CHECKPOINT_DIR
     removed = []
     if not root.is_dir():
@@ -199,29 +203,35 @@ def remove_partial_checkpoints(run_dir: str | Path) -> list[Path]:
     for child in root.iterdir():
         if not child.is_dir():
             continue
-        partial = child.name.startswith((".tmp-", ".old-")) or (
-            _NAME.match(child.name) and not (child / MARKER).is_file()
-        )
-        if partial:
+        if child.name.startswith((".tmp-", ".old-")):  # our own, cut short by a crash
             shutil.rmtree(child, ignore_errors=True)
             removed.append(child)
+        elif _NAME.match(child.name) and not (child / MARKER).is_file():
+            # The writer renames a folder into place only after its marker: this one was
+            # damaged by hand, and may hold intact weights. Kept, out of the way.
+            _set_aside(child, f"no {MARKER} marker")
     return removed
+
+
+def _set_aside(path: Path, reason: str) -> Path:
+    """Rename a damaged checkpoint to `damaged-<name>-<time>` (never deleted) and say so."""
+    aside = path.with_name(f"damaged-{path.name}-{int(time.time())}")
+    os.replace(path, aside)
+    log.warning("checkpoint %s is damaged (%s): moved aside to %s", path, reason, aside.name)
+    return aside
 
 
 # ---- reading ------------------------------------------------------------------------------------
 def _complete(path: Path) -> CheckpointInfo | None:
+    """The checkpoint at `path` if it looks whole: marker, files and their sizes (the
+    checksums are read only for the one a run loads: find_latest_checkpoint)."""
     m = _NAME.match(path.name)
-    marker = path / MARKER
-    if not m or not path.is_dir() or not marker.is_file():
-        return None
-    try:
-        data = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+    if not m or not path.is_dir():
         return None
     step = int(m.group(1))
-    if data.get("step") != step or not all((path / f).is_file() for f in data.get("files", [])):
-        return None
-    return CheckpointInfo(path, step)
+    return (
+        CheckpointInfo(path, step) if damage(path, MARKER, step, checksums=False) is None else None
+    )
 
 
 def list_checkpoints(run_dir: str | Path) -> list[CheckpointInfo]:
@@ -234,22 +244,41 @@ def list_checkpoints(run_dir: str | Path) -> list[CheckpointInfo]:
 
 
 def find_latest_checkpoint(run_dir: str | Path) -> CheckpointInfo | None:
-    """The checkpoint `latest` names if it is complete, else the newest complete one."""
+    """The newest whole checkpoint, checksums verified. Each newer one that is damaged
+    (a missing or truncated file, a file that does not match its checksum, a bad marker)
+    is renamed aside with a one-line warning saying what is wrong, and the search falls
+    back to the next older one."""
     root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return None
     pointer = root / LATEST
     if pointer.is_file():
         name = pointer.read_text(encoding="utf-8", errors="replace").strip()
         # Only a checkpoint folder of this run: a hand-edited pointer to elsewhere is ignored.
-        inside = bool(name) and Path(name).name == name and name not in (".", "..")
-        if not inside:
+        if not (name and Path(name).name == name and _NAME.match(name)):
             log.warning("%s names %r, not a checkpoint of this run: ignored", pointer, name)
-        named = _complete(root / name) if inside else None
-        if named is not None:
-            newest = list_checkpoints(run_dir)
-            # A newer complete checkpoint means the pointer update itself was interrupted.
-            return newest[-1] if newest and newest[-1].step > named.step else named
-    found = list_checkpoints(run_dir)
-    return found[-1] if found else None
+    steps = sorted(
+        ((int(m.group(1)), child) for child in root.iterdir() if (m := _NAME.match(child.name))),
+        reverse=True,
+    )
+    for step, path in steps:
+        if not path.is_dir():
+            continue
+        reason = damage(path, MARKER, step)
+        if reason is None:
+            return CheckpointInfo(path, step)
+        _set_aside(path, reason)
+    return None
+
+
+def _read(path: Path, reader: Callable[[Path], Any]) -> Any:
+    """`reader(path)`, with a file that cannot be read as one line naming it (a marker
+    from before checksums does not catch a damaged file before this)."""
+    try:
+        return reader(path)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as exc:
+        what = " ".join(str(exc).split())[:200]
+        raise TokredError(f"{path} cannot be read ({type(exc).__name__}: {what})") from None
 
 
 def load_checkpoint(
@@ -264,7 +293,7 @@ def load_checkpoint(
     path = Path(path)
     if _complete(path) is None:
         raise TokredError(f"{path} is not a complete checkpoint (no {MARKER} marker)")
-    weights = load_file(str(path / WEIGHTS), device=str(map_location))
+    weights = _read(path / WEIGHTS, lambda f: load_file(str(f), device=str(map_location)))
     params = dict(model.named_parameters())
     missing = [n for n in trainable_state_dict(model) if n not in weights]
     unknown = [n for n in weights if n not in params]
@@ -274,13 +303,22 @@ def load_checkpoint(
             f"{path}: the checkpoint does not fit this model ({what}); resume with the config "
             "the run was started with"
         )
+    wrong = next((n for n, t in weights.items() if t.shape != params[n].shape), None)
+    if wrong is not None:
+        raise TokredError(
+            f"{path}: {wrong} is {tuple(weights[wrong].shape)} in the checkpoint but "
+            f"{tuple(params[wrong].shape)} in this model; use the config the run was trained with"
+        )
     with torch.no_grad():
         for name, tensor in weights.items():
             params[name].copy_(tensor)
-    state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+    state = _read(path / STATE, lambda f: torch.load(f, map_location="cpu", weights_only=True))
     if optimizer is not None:
         optimizer.load_state_dict(
-            torch.load(path / OPTIMIZER, map_location=map_location, weights_only=True)
+            _read(
+                path / OPTIMIZER,
+                lambda f: torch.load(f, map_location=map_location, weights_only=True),
+            )
         )
     if scheduler is not None and state.get("scheduler") is not None:
         scheduler.load_state_dict(state["scheduler"])
