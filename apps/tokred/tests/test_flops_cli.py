@@ -184,7 +184,7 @@ def _bad_cases(tmp_path):
         ),
         (
             [*base, "--policy", "himix", "--text-tokens", "-5", "--image-tokens", "256"],
-            "--text-tokens=-5",
+            "--text-tokens: -5 must be in 0..10000000",
         ),
         (
             [*base, "--policy", "himix", "--text-tokens", "80", "--image-tokens", "0"],
