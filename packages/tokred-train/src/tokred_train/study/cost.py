@@ -10,6 +10,7 @@ token that runs, so ratios are the same.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from tokred_core import DecoderShape, TaskPolicies, plan_cost
 from torch import nn
@@ -35,9 +36,14 @@ def _sampler(config: TrainConfig, data: TrainData) -> MixedBatchSampler:
     )
 
 
+def _parts(sampler: MixedBatchSampler, micro: int, tasks: Sequence[str]) -> dict[str, Any]:
+    """The sample indices of micro-batch `micro` that a run training `tasks` keeps."""
+    return {t: idx for t, idx in sampler.draw(micro).items() if t in tasks and len(idx)}
+
+
 def _micro_tokens(data: TrainData, sampler: MixedBatchSampler, micro: int, tasks) -> int:
     """Tokens (attention mask ones, as the trainer counts them) of one micro-batch."""
-    parts = {t: idx for t, idx in sampler.draw(micro).items() if t in tasks and len(idx)}
+    parts = _parts(sampler, micro, tasks)
     return int(data.collate(parts)["attention_mask"].sum()) if parts else 0
 
 
@@ -81,7 +87,7 @@ def training_flops(
     sampler = _sampler(config, data)
     total = 0
     for m in range(num_micro_batches):
-        parts = {t: idx for t, idx in sampler.draw(m).items() if t in tasks and len(idx)}
+        parts = _parts(sampler, m, tasks)
         if not parts:
             continue
         layout = data.collate(parts)["layout"]

@@ -93,12 +93,11 @@ def run_study(
     draw_figures: Callable[[dict[str, Any], Path], Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Run (or finish) the study into `out_dir`; returns what study.json holds.
-    `jobs`: runs trained at once, each in its own process (StudyRunner.run_all).
+    `jobs`: runs trained at once, each in its own process (StudyRunner.run_all); the
+    runner checks it, like the budget, before anything is trained or written.
     `draw_figures(study, out_dir)` draws figures (tokred-train has no plotting) and returns
     their paths relative to out_dir, which report.md then links."""
     check_study_config(config, seeds)
-    if jobs < 1:
-        raise TokredError(f"--jobs {jobs}: need at least 1")
     arm_list = parse_arms(list(arms)) if arms and isinstance(arms[0], str) else list(arms)
     out = Path(out_dir)
     say = on_event or (lambda message: None)
@@ -108,6 +107,7 @@ def run_study(
         budget=budget,
         num_understanding=num_understanding,
         num_generation=num_generation,
+        jobs=jobs,
         on_event=say,
     )
     started = time.perf_counter()
@@ -115,7 +115,7 @@ def run_study(
     runner.check(arm_list, seed_list)
     out.mkdir(parents=True, exist_ok=True)
     say(f"{len(arm_list)} arms x {len(seed_list)} seeds into {out}, {jobs} run(s) at a time")
-    records: list[RunRecord] = runner.run_all(arm_list, seed_list, jobs)
+    records: list[RunRecord] = runner.run_all(arm_list, seed_list)
     alloc = _baseline_allocation(runner, seed_list[0], probe_samples, say)
     numbers = aggregate(records, [a.name for a in arm_list])
     study = {

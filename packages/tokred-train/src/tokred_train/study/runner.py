@@ -95,15 +95,19 @@ class StudyRunner:
         budget: Budget = "matched",
         num_understanding: int = 400,
         num_generation: int = 400,
+        jobs: int = 1,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
         if budget not in BUDGETS:
             raise TokredError(f"budget {budget!r}: use one of {', '.join(BUDGETS)}")
+        if jobs < 1:
+            raise TokredError(f"--jobs {jobs}: need at least 1")
+        self.jobs = jobs
         self.config = config
         self.out_dir = Path(out_dir)
         self.budget = budget
         self._data: TrainData | None = None  # built once, for the token budget
-        self._token_steps: dict[tuple[int, str], int] = {}
+        self._unified_tokens: dict[int, int] = {}  # per seed
         self.num_understanding = num_understanding
         self.num_generation = num_generation
         self.say = on_event or (lambda message: log.info("%s", message))
@@ -134,14 +138,12 @@ class StudyRunner:
     def steps_for_unified_tokens(self, isolated: TrainConfig, seed: int) -> int:
         """Steps of the isolated run `isolated` that train on as many tokens as the
         unified run of the same seed (the sampler is seeded, so both are exact)."""
-        task = isolated.data.train_tasks[0]
-        if (seed, task) not in self._token_steps:
-            if self._data is None:
-                self._data = build_train_data(self.config)
+        if self._data is None:
+            self._data = build_train_data(self.config)
+        if seed not in self._unified_tokens:
             unified = load_config(self.config, [f"run.seed={seed}"])
-            tokens = training_tokens(self._data, unified)
-            self._token_steps[seed, task] = steps_for_tokens(self._data, isolated, tokens)
-        return self._token_steps[seed, task]
+            self._unified_tokens[seed] = training_tokens(self._data, unified)
+        return steps_for_tokens(self._data, isolated, self._unified_tokens[seed])
 
     def check(self, arms: Sequence[Arm], seeds: Sequence[int]) -> None:
         """Every run's config loads and its policies fit the model, before any training."""
@@ -160,11 +162,17 @@ class StudyRunner:
             return None
         return RunRecord(**json.loads(path.read_text(encoding="utf-8")))
 
-    def run(self, arm: Arm, spec: RunSpec, seed: int) -> RunRecord:
-        """The run's record: read back when complete, else trained, evaluated, then renamed."""
+    def _reused(self, spec: RunSpec, seed: int) -> RunRecord | None:
+        """The record of a complete run, said to be reused; None when it is not complete."""
         done = self.completed(spec, seed)
         if done is not None:
             self.say(f"{spec.arm} {spec.kind} seed {seed}: complete, reused")
+        return done
+
+    def run(self, arm: Arm, spec: RunSpec, seed: int) -> RunRecord:
+        """The run's record: read back when complete, else trained, evaluated, then renamed."""
+        done = self._reused(spec, seed)
+        if done is not None:
             return done
         final = self.run_dir(spec, seed)
         if final.exists():  # a folder without result.json is not ours to keep as complete
@@ -222,18 +230,16 @@ class StudyRunner:
             conflict=_conflict_profile(run_dir) if len(tasks) == 2 else None,
         )
 
-    def run_all(self, arms: Sequence[Arm], seeds: Sequence[int], jobs: int = 1) -> list[RunRecord]:
+    def run_all(self, arms: Sequence[Arm], seeds: Sequence[int]) -> list[RunRecord]:
         """Every run, seed by seed (so a stopped study has whole seeds done first). A run
         that trains the same as one of an earlier arm (`Arm.run_identity`: e.g. HiMix on
         understanding alone, under modality or task sharing) is trained once: the later
         arm's record is a copy that names the run it comes from (`reused_from`).
 
-        jobs > 1 trains that many runs at once, each in its own process (give each run
+        `jobs` > 1 trains that many runs at once, each in its own process (give each run
         one core: run.threads). Their step times are then measured side by side with
         other runs, which the report states.
         """
-        if jobs < 1:
-            raise TokredError(f"jobs {jobs}: need at least 1")
         order: list[tuple[Arm, RunSpec, int]] = []
         source_of: list[int] = []  # per entry: the index of the entry that trains it
         for seed in seeds:
@@ -244,7 +250,7 @@ class StudyRunner:
                     order.append((arm, spec, seed))
                     source_of.append(index)
         trained = [i for i, source in enumerate(source_of) if source == i]
-        done = self._train(order, trained, jobs)
+        done = self._train(order, trained)
         records = []
         for i, (arm, spec, seed) in enumerate(order):
             source = done[source_of[i]]
@@ -255,16 +261,16 @@ class StudyRunner:
         return records
 
     def _train(
-        self, order: Sequence[tuple[Arm, RunSpec, int]], which: Sequence[int], jobs: int
+        self, order: Sequence[tuple[Arm, RunSpec, int]], which: Sequence[int]
     ) -> dict[int, RunRecord]:
+        jobs = self.jobs
         if jobs == 1:
             return {i: self.run(*order[i]) for i in which}
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        done = {i: r for i in which if (r := self.completed(*order[i][1:])) is not None}
-        for i in done:
-            self.say(f"{order[i][1].arm} {order[i][1].kind} seed {order[i][2]}: complete, reused")
+        # Complete runs are read here: a worker process per run would only start to read them.
+        done = {i: r for i in which if (r := self._reused(*order[i][1:])) is not None}
         todo = [i for i in which if i not in done]
         # spawn: a fresh interpreter per worker (no fork of a process holding torch threads).
         context = multiprocessing.get_context("spawn")
