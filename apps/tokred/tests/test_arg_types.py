@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 from tokred.cli import main
 
+FLOPS = ["flops", "--config", "tiny", "--policy", "himix"]
+
 
 @pytest.mark.parametrize(
     "argv, message",
@@ -21,31 +23,11 @@ from tokred.cli import main
         (["demo", "--steps", "0"], "--steps: 0 must be at least 1"),
         (["demo", "--steps", "many"], "--steps: 'many' is not an integer"),
         (
-            [
-                "flops",
-                "--config",
-                "tiny",
-                "--policy",
-                "himix",
-                "--text-tokens",
-                "1e11",
-                "--image-tokens",
-                "1",
-            ],
+            [*FLOPS, "--text-tokens", "1e11", "--image-tokens", "1"],
             "--text-tokens: '1e11' is not an integer",
         ),
         (
-            [
-                "flops",
-                "--config",
-                "tiny",
-                "--policy",
-                "himix",
-                "--text-tokens",
-                "1",
-                "--image-tokens",
-                "100000000000",
-            ],
+            [*FLOPS, "--text-tokens", "1", "--image-tokens", "100000000000"],
             "--image-tokens: 100000000000 must be in 0..10000000",
         ),
         (["analyze", "--tiny", "--samples", "0"], "--samples: 0 must be at least 1"),

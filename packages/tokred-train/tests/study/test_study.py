@@ -19,12 +19,12 @@ def _config(tmp_path):
 ARMS = ["baseline", "himix+hmgen:num_shallow=1@task"]
 
 
-def _study(tmp_path, events, **kwargs):
+def _study(tmp_path, events, arms=ARMS, seeds=2, **kwargs):
     kwargs.setdefault("on_event", events.append)
     return run_study(
         _config(tmp_path),
-        ARMS,
-        seeds=2,
+        arms,
+        seeds=seeds,
         out_dir=tmp_path / "study",
         num_understanding=4,
         num_generation=2,
@@ -84,16 +84,7 @@ def test_a_study_runs_every_arm_at_every_seed_and_resumes(tmp_path):
 def test_runs_that_train_the_same_are_trained_once(tmp_path):
     events: list[str] = []
     arms = ["baseline", "himix+hmgen:num_shallow=1@modality", "himix+hmgen:num_shallow=1@task"]
-    study = run_study(
-        _config(tmp_path),
-        arms,
-        seeds=1,
-        out_dir=tmp_path / "study",
-        num_understanding=2,
-        num_generation=2,
-        probe_samples=2,
-        on_event=events.append,
-    )
+    study = _study(tmp_path, events, arms=arms, seeds=1)
     assert sum("training" in e for e in events) == 9 - 2  # task's isolated runs: modality's
     shared = [r for r in study["records"] if r["reused_from"]]
     assert {(r["arm"], r["kind"], r["reused_from"]) for r in shared} == {
