@@ -7,6 +7,8 @@ Layout of `run_dir/checkpoints/`:
                         optimizer.pt        AdamW state
                         trainer_state.pt    scheduler, step, data position, RNG states
                                             (python, numpy, torch, CUDA)
+                        run.json            the run's config and package versions
+                                            (run/provenance.py)
                         COMPLETE            JSON marker, written last
     latest              text: the name of the newest complete checkpoint
 
@@ -40,6 +42,7 @@ from torch import nn
 
 from ..atomic import atomic_write_text, fsync_dir
 from .integrity import damage, describe_files
+from .provenance import RUN_FILE
 
 log = logging.getLogger(__name__)
 
@@ -148,8 +151,10 @@ def save_checkpoint(
     scheduler: Any,
     extra: Mapping[str, Any] | None = None,
     keep: int = 0,
+    provenance: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write checkpoint `step` atomically, point `latest` at it, keep the newest `keep`."""
+    """Write checkpoint `step` atomically, point `latest` at it, keep the newest `keep`.
+    `provenance` (checkpoint_provenance: the run's config and versions) goes to run.json."""
     root = Path(run_dir) / CHECKPOINT_DIR
     root.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(step)
@@ -168,9 +173,13 @@ def save_checkpoint(
             **(dict(extra) if extra else {}),
         }
         torch.save(state, tmp / STATE)
-        for f in (WEIGHTS, OPTIMIZER, STATE):
+        names = [WEIGHTS, OPTIMIZER, STATE]
+        if provenance is not None:
+            atomic_write_text(tmp / RUN_FILE, json.dumps(provenance, indent=1) + "\n")
+            names.append(RUN_FILE)
+        for f in names:
             _fsync_file(tmp / f)
-        files = describe_files(tmp, (WEIGHTS, OPTIMIZER, STATE))
+        files = describe_files(tmp, names)
         marker = {"step": step, "files": files, "time": time.time()}
         atomic_write_text(tmp / MARKER, json.dumps(marker) + "\n")
         fsync_dir(tmp)

@@ -26,7 +26,6 @@ run.conflict_every adds, between steps, the tasks' gradient conflict on a fixed 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,13 +44,15 @@ from ..data.training_data import TrainData
 from ..model.builder import BuiltModel
 from .checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from .conflict import CONFLICT_FILE, ConflictProbe
-from .distributed import DistInfo, barrier
-from .log import SAMPLES_FILE, MetricsLogger, peak_memory_bytes
+from .distributed import barrier
+from .log import SAMPLES_FILE, MetricsLogger
 from .nonfinite import NonFiniteGuard
 from .prefetch import Prefetcher
+from .provenance import checkpoint_provenance
 from .sampler import MixedBatchSampler
 from .setup import RunSetup, data_position, seed_everything, setup_run
 from .step import BatchTargets, batch_targets
+from .summary import SUMMARY_FILE, run_summary
 from .validation import validation_loss
 from .window import MetricsWindow, StepRecord
 
@@ -59,8 +60,6 @@ __all__ = ["RunResult", "train", "seed_everything", "Evaluator", "Trainer"]
 
 #: evaluator(model, data, step) -> metrics, called wherever validation runs.
 Evaluator = Callable[[nn.Module, TrainData, int], Mapping[str, float]]
-
-SUMMARY_FILE = "summary.json"
 
 
 @dataclass
@@ -173,6 +172,7 @@ class Trainer:
         self.eval_batch_size = config.eval.batch_size or config.optim.batch_size
         self.window = MetricsWindow(s.dist)
         self.last_checkpoint: Path | None = None
+        self.provenance = checkpoint_provenance(config_to_dict(config))
         self.guard = NonFiniteGuard(
             config.run.on_nonfinite, s.optimizer, lambda: self.last_checkpoint, self.flush
         )
@@ -289,6 +289,7 @@ class Trainer:
                     s.scheduler,
                     extra={"data": data_position(step, self.config, s.dist)},
                     keep=self.config.run.keep_checkpoints,
+                    provenance=self.provenance,
                 )
             barrier(s.dist)
         self.last_checkpoint = path
@@ -366,7 +367,7 @@ class Trainer:
             checkpoint=self.last_checkpoint,
         )
         if not stopped:
-            result.summary = _summary(
+            result.summary = run_summary(
                 result,
                 s.device,
                 s.bf16,
@@ -382,60 +383,3 @@ class Trainer:
             self.logger.enabled = s.dist.is_main
             self.logger.write_json(SUMMARY_FILE, result.summary)
         return result
-
-
-def _summary(
-    result: RunResult,
-    device: torch.device,
-    bf16: bool,
-    dist: DistInfo,
-    train_time: float,
-    wall_time: float,
-    first_step_time: float | None,
-    conflict: dict[str, Any],
-) -> dict[str, Any]:
-    rows = result.history
-    steps = len(rows)
-    tokens = sum(r["tokens"] for r in rows)
-    samples = sum(r["samples"] for r in rows)
-    steady = [r["step_time_s"] for r in rows[1:]]
-    memory, memory_kind = peak_memory_bytes(device)
-    built = result.built
-    cfg = result.config
-    return {
-        "run_dir": str(result.run_dir),
-        "steps": result.last_step,
-        "start_step": result.start_step,
-        "steps_this_run": steps,
-        "wall_time_s": wall_time,
-        "train_time_s": train_time,
-        # train_time_s counts optimizer steps only (no start-up, validation or checkpoints)
-        "tokens_per_s": tokens / train_time if train_time > 0 else None,
-        "samples_per_s": samples / train_time if train_time > 0 else None,
-        "step_time_s": (sum(steady) / len(steady)) if steady else first_step_time,
-        "first_step_time_s": first_step_time,
-        "peak_memory_bytes": memory,
-        "peak_memory_kind": memory_kind,
-        "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch_threads": torch.get_num_threads(),
-        "world_size": dist.world_size,
-        "bf16_autocast": bf16,
-        "model_type": built.model_type,
-        "num_layers": built.num_layers,
-        "trainable_parameters": built.trainable_parameters,
-        "total_parameters": built.total_parameters,
-        "quantized_modules": len(built.quantized_modules),
-        "lora_modules": len(built.lora.adapted) if built.lora else 0,
-        "lora_image_projections": len(built.lora.image_projections) if built.lora else 0,
-        "policies": {
-            task.name.lower(): {"policy": p.name, "config": dataclasses.asdict(p.config)}
-            for task, p in built.handle.policies.policies.items()
-        },
-        "sharing": built.handle.sharing.value,
-        "data": result.data.info,
-        # run.conflict_every's measurements: their time is in wall_time_s, not in step times
-        "gradient_conflict": conflict,
-        "final": result.metrics,
-        "config": config_to_dict(cfg),
-    }

@@ -41,6 +41,7 @@ from .conflict import CONFLICT_FILE
 from .distributed import DistInfo, barrier, dist_info, init_distributed
 from .log import METRICS_FILE, SAMPLES_FILE, VALIDATION_FILE, truncate_jsonl
 from .optim import build_optimizer, build_scheduler
+from .provenance import RUN_FILE, check_same_run, read_provenance, version_changes
 from .sampler import MixedBatchSampler
 from .step import TrainStep
 
@@ -55,8 +56,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
-# Sections that must match for a resume to be exact (optim and run may change).
-_RESUME_SECTIONS = ("model", "data", "reduction", "lora")
 
 
 @dataclass
@@ -108,29 +107,23 @@ def autocast_factory(
     return (lambda: torch.autocast(device.type, dtype=torch.bfloat16)), True
 
 
-def _first_difference(a: Any, b: Any, prefix: str) -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            diff = _first_difference(a.get(key), b.get(key), f"{prefix}.{key}")
-            if diff:
-                return diff
-        return None
-    return None if a == b else prefix
-
-
-def _check_resume_config(run_dir: Path, config: TrainConfig) -> None:
-    saved_path = run_dir / CONFIG_FILE
-    if not saved_path.is_file():
-        return
-    saved = read_yaml(saved_path) or {}
+def _check_resume_config(run_dir: Path, resume: CheckpointInfo, config: TrainConfig) -> None:
+    """Refuse a resume whose model, data, reduction or lora settings differ from the run's:
+    as the checkpoint recorded them (run.json), else as config.yaml says (a checkpoint from
+    before run.json). Package versions that changed are a warning: training goes on, but
+    may not reproduce the uninterrupted run."""
+    fix = "resume with the same settings, or start a new run.out_dir"
     now = config_to_dict(config)
-    for section in _RESUME_SECTIONS:
-        diff = _first_difference(saved.get(section), now.get(section), section)
-        if diff:
-            raise TokredError(
-                f"{diff}: differs from the run being resumed ({saved_path}); resume with the "
-                "same model, data, reduction and lora settings, or start a new run.out_dir"
-            )
+    recorded = read_provenance(resume.path)
+    if recorded is not None:
+        check_same_run(recorded["config"], now, resume.path / RUN_FILE, fix)
+        changes = version_changes(recorded)
+        if changes:
+            log.warning("resuming %s with other versions: %s", resume.path, ", ".join(changes))
+        return
+    saved_path = run_dir / CONFIG_FILE
+    if saved_path.is_file():
+        check_same_run(read_yaml(saved_path) or {}, now, saved_path, fix)
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -152,7 +145,7 @@ def _resume_point(config: TrainConfig) -> tuple[Path, CheckpointInfo | None]:
     if config.run.resume:
         resume = find_latest_checkpoint(run_dir)
         if resume is not None:
-            _check_resume_config(run_dir, config)
+            _check_resume_config(run_dir, resume, config)
         else:
             log.warning("run.resume: no complete checkpoint in %s, starting from step 0", run_dir)
     elif list_checkpoints(run_dir):
