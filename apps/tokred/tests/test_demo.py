@@ -70,8 +70,16 @@ def test_demo_writes_report_metrics_and_figures(tmp_path, capsys):
     for heading in ("## Setup", "## Results", "## Cost", "## Attention allocation"):
         assert heading in report
     assert report == render_report(m)  # the page re-renders from metrics.json alone
-    # Running it again into the same folder replaces the runs.
+    # The marker lists every file the demo wrote; running it again into the same folder
+    # replaces exactly those and keeps the user's files, in --out and in its run folders.
+    listed = json.loads((out / ".tokred-demo").read_text())
+    written = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert listed["complete"] is True and set(listed["files"]) == written - {".tokred-demo"}
+    (out / "notes.txt").write_text("mine")
+    (out / "runs" / "notes.txt").write_text("mine too")
     assert main(argv) == 0
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "runs" / "notes.txt").read_text() == "mine too"
 
 
 def test_demo_evaluates_on_held_out_multi_shape_scenes(tmp_path):

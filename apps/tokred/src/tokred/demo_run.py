@@ -29,6 +29,7 @@ from tokred_train.run.loop import RunResult
 
 from . import report
 from .analysis import analyze_run, describe_policies
+from .demo_folder import RUN_NAMES, claim_folder, record_files
 from .figures import plot_image_share
 from .findings import above_chance, allocation_digest
 from .recipes import demo_recipe, demo_steps
@@ -95,16 +96,6 @@ def _process_age() -> float | None:
         return None
 
 
-def _clear_run_dir(path: Path) -> None:
-    if not path.exists():
-        return
-    if not (path / "config.yaml").is_file() and any(path.iterdir()):
-        raise TokredError(
-            f"{path} exists and is not a tokred run folder; choose another --out or remove it"
-        )
-    shutil.rmtree(path)
-
-
 def plan_flops(data: Any, policies: Any, shape: Any, cfg: Any, num_batches: int) -> dict[str, Any]:
     """Cost-model FLOPs of `policies` vs none on the first training micro-batches (the
     layouts the runs really trained on), overall and per task, both conventions."""
@@ -165,26 +156,29 @@ class _Demo:
 
 
 def _prepare(
-    out: Path, steps: int | None, threads: int, probe_samples: int, overrides: list[str] | None
+    out: Path,
+    steps: int | None,
+    threads: int,
+    probe_samples: int,
+    overrides: list[str] | None,
+    force: bool,
 ) -> _Demo:
-    """Check the arguments, set the torch threads, build both configs, clear old runs."""
+    """Check the arguments, build both configs, claim the output folder (see
+    tokred.demo_folder: only an earlier demo's own files are removed), set the threads."""
     steps = demo_steps() if steps is None else steps
     if steps < 1:
         raise TokredError(f"--steps {steps}: need at least 1 training step")
     if probe_samples < 1:
         raise TokredError(f"--probe-samples {probe_samples}: need at least 1")
+    overrides = list(overrides or [])
+    configs = {
+        name: demo_config(out, name, steps, name == "reduced", overrides) for name in RUN_NAMES
+    }
+    claim_folder(out, force)  # before any training: a refused folder is left as it was
     t0, age = time.perf_counter(), _process_age()
     load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     n_threads = threads if threads > 0 else _auto_threads()
     torch.set_num_threads(n_threads)
-    out.mkdir(parents=True, exist_ok=True)
-    overrides = list(overrides or [])
-    configs = {
-        "baseline": demo_config(out, "baseline", steps, False, overrides),
-        "reduced": demo_config(out, "reduced", steps, True, overrides),
-    }
-    for name in configs:
-        _clear_run_dir(out / "runs" / name)
     demo = _Demo(out, steps, n_threads, overrides, configs, t0, age, load_start)
     demo.say(f"tokred demo into {out} ({steps} steps per run, {n_threads} torch threads)")
     return demo
@@ -216,6 +210,7 @@ def _train_both(demo: _Demo) -> bool:
     for name, cfg in demo.configs.items():
         started = time.perf_counter()
         demo.results[name] = result = train(cfg)
+        record_files(demo.out, complete=False)  # each run's files listed as soon as written
         demo.runs[name] = _run_entry(result)
         s = result.summary
         demo.say(
@@ -336,15 +331,22 @@ def run_demo(
     eval_generation: int | None = None,
     probe_samples: int = 32,
     overrides: list[str] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """The whole demo into `out` (`steps` per run: default the recipe's optim.max_steps;
-    `threads` 0: pick from the machine's load); returns metrics.json's content."""
-    demo = _prepare(out, steps, threads, probe_samples, overrides)
-    same = _train_both(demo)
-    _evaluate_and_probe(demo, eval_understanding, eval_generation, probe_samples)
-    metrics = _metrics(demo, same)
-    # Atomic: an interrupted demo never leaves a half-written report behind.
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=str) + "\n")
-    atomic_write_text(out / "report.md", report.render_report(metrics))
+    `threads` 0: pick from the machine's load; `out` must be absent, empty or an earlier
+    demo's, or any folder with `force`); returns metrics.json's content."""
+    demo = _prepare(out, steps, threads, probe_samples, overrides, force)
+    complete = False
+    try:  # the marker lists what was written even when a step fails or is interrupted
+        same = _train_both(demo)
+        _evaluate_and_probe(demo, eval_understanding, eval_generation, probe_samples)
+        metrics = _metrics(demo, same)
+        # Atomic: an interrupted demo never leaves a half-written report behind.
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1, default=str) + "\n")
+        atomic_write_text(out / "report.md", report.render_report(metrics))
+        complete = True
+    finally:
+        record_files(out, complete)
     demo.say(f"wrote {out / 'report.md'} and {out / 'metrics.json'}")
     return metrics

@@ -14,7 +14,12 @@
    times.
 5. Writes into --out (default ./tokred-demo): report.md, metrics.json, the allocation
    figures, the sample grids, and the two run folders (runs/baseline, runs/reduced), which
-   `tokred eval` and `tokred analyze` can read again.
+   `tokred eval` and `tokred analyze` can read again, and lists them in .tokred-demo.
+
+--out must be absent, empty or an earlier demo's folder: a rerun there replaces only the
+files the earlier demo listed, and refuses (before training) a file of anyone else in
+the way. A non-empty folder holding no demo is refused unless --force. Either way the
+demo never removes or overwrites a file it did not write.
 """
 
 from __future__ import annotations
@@ -30,7 +35,19 @@ __all__ = ["COMMAND"]
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="tokred-demo", metavar="DIR", help="default ./tokred-demo")
+    parser.add_argument(
+        "--out",
+        default="tokred-demo",
+        metavar="DIR",
+        help="default ./tokred-demo; absent, empty or an earlier demo's (a rerun replaces "
+        "only the files that demo wrote)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="also write into a non-empty --out that holds no earlier demo; its files are "
+        "never removed or overwritten (one in the demo's way is refused by name)",
+    )
     steps = demo_steps()
     parser.add_argument(
         "--steps",
@@ -84,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
         eval_generation=args.eval_generation,
         probe_samples=args.probe_samples,
         overrides=args.overrides,
+        force=args.force,
     )
     print(render_summary(metrics))
     return 0
