@@ -2,7 +2,9 @@
 
 Every user mistake (a `TokredError`, a bad argument, a missing file) ends as one line
 `tokred: error: <message>` on stderr and exit status 2, never a traceback: the message
-already names the bad value and the fix. Anything else is a bug and keeps its traceback.
+already names the bad value and the fix. A run stopped by SIGINT or SIGTERM says where it
+saved and how to resume, and exits 130 or 143. Anything else is a bug and keeps its
+traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from tokred_core import TokredError
+from tokred_core import RunInterrupted, TokredError
 
 from .commands import Command, discover_commands
 
@@ -60,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     except OSError as exc:  # missing or unreadable files named on the command line
         return _fail(str(exc))
+    except RunInterrupted as exc:  # a run saved what it could; say where, and how to resume
+        print(f"tokred: {' '.join(exc.message.split())}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
+        print("tokred: interrupted", file=sys.stderr)
         return 130
     except SystemExit as exc:  # --help and friends exit through argparse
         return (

@@ -9,7 +9,7 @@ from .cost import (
     plan_cost,
     policy_cost,
 )
-from .errors import TokredError
+from .errors import RunInterrupted, TokredError
 from .layout import SEGMENT_NAMES, TASK_NAMES, Segment, Task, TokenLayout, parse_task
 from .plans import ReductionPlan, Selection, keep_counts
 from .policies import (
@@ -27,6 +27,7 @@ from .shapes import PRESETS, DecoderShape, load_shape
 from .sharing import Sharing, image_sets, parse_sharing, projection_groups
 
 __all__ = [
+    "RunInterrupted",
     "TokredError",
     "Segment",
     "Task",

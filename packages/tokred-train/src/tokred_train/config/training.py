@@ -167,6 +167,10 @@ class RunConfig:
     """A step whose gradient norm is inf or NaN (a too high learning rate, an overflow):
     stop, with one line naming the step and the last good checkpoint; or skip_step: drop
     that update (the schedule still advances) and count it in summary.json."""
+    checkpoint_on_interrupt: bool = True
+    """On SIGINT or SIGTERM (Ctrl-C, a cluster scheduler's notice): finish the current step,
+    write a checkpoint, say how to resume and exit 130 or 143 (false: exit without one). A
+    second signal stops at once, leaving the newest complete checkpoint as it is."""
 
     def __post_init__(self) -> None:
         if self.on_nonfinite not in ("stop", "skip_step"):

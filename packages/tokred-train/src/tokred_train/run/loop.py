@@ -27,28 +27,27 @@ from __future__ import annotations
 
 import contextlib
 import math
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from tokred_models import ReductionHandle
+from tokred_core import RunInterrupted
 from torch import nn
 
-from ..built_run import BuiltRun
 from ..config import TrainConfig, config_to_dict, load_config
-from ..data.protocols import ImageTokenizer, TokenVocab
 from ..data.training_data import TrainData
-from ..model.builder import BuiltModel
 from .checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
 from .conflict import CONFLICT_FILE, ConflictProbe
 from .distributed import barrier
+from .interrupt import InterruptWatch, resume_hint
 from .log import SAMPLES_FILE, MetricsLogger
 from .nonfinite import NonFiniteGuard
 from .prefetch import Prefetcher
 from .provenance import checkpoint_provenance
+from .result import RunResult
 from .sampler import MixedBatchSampler
 from .setup import RunSetup, data_position, seed_everything, setup_run
 from .step import BatchTargets, batch_targets
@@ -60,50 +59,6 @@ __all__ = ["RunResult", "train", "seed_everything", "Evaluator", "Trainer"]
 
 #: evaluator(model, data, step) -> metrics, called wherever validation runs.
 Evaluator = Callable[[nn.Module, TrainData, int], Mapping[str, float]]
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    config: TrainConfig
-    metrics: dict[str, Any]
-    """Final metrics: the last step's losses and the final validation losses."""
-    history: list[dict[str, Any]]
-    """One row per optimizer step run by this call (the rows of metrics.jsonl)."""
-    run: BuiltRun
-    """The model, data and reduction the run trained."""
-    summary: dict[str, Any] = field(default_factory=dict)
-    start_step: int = 0
-    """The step the run started from (the resumed checkpoint's step, else 0)."""
-    last_step: int = 0
-    stopped_early: bool = False
-    """True when stop_after_step ended the run (no final checkpoint, no summary)."""
-    checkpoint: Path | None = None
-    """The newest checkpoint written by this call."""
-
-    @property
-    def model(self) -> nn.Module:
-        return self.run.model
-
-    @property
-    def handle(self) -> ReductionHandle:
-        return self.run.handle
-
-    @property
-    def built(self) -> BuiltModel:
-        return self.run.built
-
-    @property
-    def data(self) -> TrainData:
-        return self.run.data
-
-    @property
-    def vocab(self) -> TokenVocab:
-        return self.run.vocab
-
-    @property
-    def vq(self) -> ImageTokenizer:
-        return self.run.image_tokenizer
 
 
 def train(
@@ -299,52 +254,80 @@ class Trainer:
     def _due(self, step: int, every: int | None) -> bool:
         return bool(every) and step % every == 0
 
+    def _after_step(self, step: int, stop_now: bool) -> None:
+        """What is due after `step`: a flush, a checkpoint, a conflict measurement, a
+        validation."""
+        cfg, start = self.config, self.setup.start_step
+        if (
+            stop_now
+            or self._due(step, cfg.run.log_every)
+            or step in (start + 1, cfg.optim.max_steps)
+        ):
+            self.flush()
+        if self._due(step, cfg.run.ckpt_every):
+            self.checkpoint(step)
+        if self._due(step, cfg.run.conflict_every):
+            self.measure_conflict(step)
+        if self._due(step, cfg.eval.every) and step != cfg.optim.max_steps:
+            self.validate(step)
+
     def fit(self, stop_after_step: int | None = None) -> RunResult:
         s, cfg = self.setup, self.config
-        max_steps, accum = cfg.optim.max_steps, cfg.optim.grad_accum
         # stop_after_step <= the starting step: build (and resume) everything, run no step.
         stopped = stop_after_step is not None and stop_after_step <= s.start_step
-        last_step = max_steps if not stopped else s.start_step
+        last_step = cfg.optim.max_steps if not stopped else s.start_step
         val_metrics: dict[str, float] = {}
         depth = cfg.run.prefetch
         if depth is None:
             depth = 2 if s.device.type == "cuda" else 0
-        tasks = cfg.data.train_tasks
+        tasks, accum = cfg.data.train_tasks, cfg.optim.grad_accum
         prefetch = Prefetcher(lambda m: _micro_batch(s.data, s.sampler, m, tasks), depth)
         step = s.start_step
+        # SIGINT/SIGTERM during the loop: finish the step and what is due after it, save,
+        # stop (run/interrupt.py).
+        watch = InterruptWatch(lambda: resume_hint(self.last_checkpoint, s.run_dir))
         try:
             s.model.train()
-            for step in range(s.start_step + 1, last_step + 1):
-                micros = [prefetch.get((step - 1) * accum + i) for i in range(accum)]
-                self.window.add(self.train_step(step, micros))
-                stop_now = stop_after_step is not None and step >= stop_after_step
-                if (
-                    self._due(step, cfg.run.log_every)
-                    or step in (s.start_step + 1, max_steps)
-                    or stop_now
-                ):
-                    self.flush()
-                if self._due(step, cfg.run.ckpt_every):
-                    self.checkpoint(step)
-                if self._due(step, cfg.run.conflict_every):
-                    self.measure_conflict(step)
-                if self._due(step, cfg.eval.every) and step != max_steps:
-                    self.validate(step)
-                if stop_now:
-                    stopped = True
-                    break
-            self.flush()
-            last_step = step
-            if not stopped:
-                due = cfg.run.save_final and last_step > s.start_step
-                if due and not self._due(last_step, cfg.run.ckpt_every):
-                    self.checkpoint(last_step)
-                if cfg.eval.at_end:
-                    val_metrics = self.validate(last_step)
+            with watch:
+                for step in range(s.start_step + 1, last_step + 1):
+                    micros = [prefetch.get((step - 1) * accum + i) for i in range(accum)]
+                    self.window.add(self.train_step(step, micros))
+                    stop_now = stop_after_step is not None and step >= stop_after_step
+                    self._after_step(step, stop_now)
+                    signum = watch.requested(s.dist, s.device)
+                    if signum is not None:
+                        self.stop_on_signal(step, signum)
+                    if stop_now:
+                        stopped = True
+                        break
+                self.flush()
+                last_step = step
+                if not stopped:
+                    due = cfg.run.save_final and last_step > s.start_step
+                    if due and not self._due(last_step, cfg.run.ckpt_every):
+                        self.checkpoint(last_step)
+                    if cfg.eval.at_end:
+                        val_metrics = self.validate(last_step)
         finally:
             prefetch.close()
             self.logger.close()
         return self.result(last_step, stopped, val_metrics)
+
+    def stop_on_signal(self, step: int, signum: int) -> None:
+        """After the step a signal interrupted: flush, checkpoint (unless
+        run.checkpoint_on_interrupt is off or this step has one), then raise RunInterrupted
+        saying how to resume. A second signal meanwhile stops at once (InterruptWatch)."""
+        self.flush()
+        on = self.config.run.checkpoint_on_interrupt
+        if on and not self._due(step, self.config.run.ckpt_every):
+            self.checkpoint(step)
+        saved = "" if on else " (run.checkpoint_on_interrupt=false)"
+        raise RunInterrupted(
+            f"interrupted by {signal.Signals(signum).name} after step {step} of "
+            f"{self.config.optim.max_steps}{saved}; "
+            + resume_hint(self.last_checkpoint, self.setup.run_dir),
+            signum,
+        )
 
     # ---- the result -----------------------------------------------------------------------
     def result(self, last_step: int, stopped: bool, val_metrics: dict[str, float]) -> RunResult:

@@ -8,16 +8,14 @@ contract: renaming one breaks the study's cost table.
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..config import config_to_dict
 from .distributed import DistInfo
 from .log import peak_memory_bytes
-
-if TYPE_CHECKING:
-    from .loop import RunResult
+from .result import RunResult
 
 __all__ = ["SUMMARY_FILE", "run_summary"]
 
