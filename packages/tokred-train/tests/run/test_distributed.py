@@ -92,3 +92,59 @@ def test_two_ranks_split_the_global_batch_and_stay_in_sync(tmp_path):
     summary = json.loads((ddp / "run" / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert len(list((ddp / "run" / "checkpoints").glob("step-*"))) == 1
+
+
+INTERRUPT_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from tokred_core import RunInterrupted
+    from tokred_train import load_config, train
+    from tokred_train.run.distributed import dist_info, shutdown_distributed
+
+    out = sys.argv[1]
+    rank = dist_info().rank
+
+    def evaluator(model, data, step):  # SIGTERM reaches rank 1 only, at step 2
+        if step == 2 and rank == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return {}
+
+    cfg = load_config({
+        "model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 2},
+        "data": {"num_train": 8, "num_val": 2, "image_size": 16, "patch_size": 4},
+        "optim": {"batch_size": 2, "max_steps": 6, "warmup_steps": 1},
+        "run": {"out_dir": out + "/run", "progress": False, "tensorboard": False,
+                "threads": 1, "log_every": 1},
+        "eval": {"every": 2, "max_samples": 2},
+    })
+    try:
+        train(cfg, evaluator=evaluator)
+    except RunInterrupted as exc:
+        with open(f"{out}/stopped-{rank}", "w") as f:
+            f.write(f"{exc.exit_code} {exc.message}")
+    shutdown_distributed(dist_info())
+    """
+)
+
+
+def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
+    script = tmp_path / "job.py"
+    script.write_text(INTERRUPT_SCRIPT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        str(tmp_path),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        code, message = (tmp_path / f"stopped-{rank}").read_text().split(" ", 1)
+        assert code == "143" and "after step 2 of 6" in message, (rank, message)
+        assert "resume from " in message and "step-000002" in message, (rank, message)
+    assert [p.name for p in (tmp_path / "run" / "checkpoints").glob("step-*")] == ["step-000002"]
+    assert [r["step"] for r in _metrics(tmp_path)] == [1, 2]

@@ -39,7 +39,13 @@ from torch import nn
 
 from ..config import TrainConfig, config_to_dict, load_config
 from ..data.training_data import TrainData
-from .checkpoint import capture_rng_state, restore_rng_state, save_checkpoint
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    capture_rng_state,
+    checkpoint_name,
+    restore_rng_state,
+    save_checkpoint,
+)
 from .conflict import CONFLICT_FILE, ConflictProbe
 from .distributed import barrier
 from .interrupt import InterruptWatch, resume_hint
@@ -247,7 +253,8 @@ class Trainer:
                     provenance=self.provenance,
                 )
             barrier(s.dist)
-        self.last_checkpoint = path
+        # Every rank knows where the main process wrote it (an interrupt message names it).
+        self.last_checkpoint = path or s.run_dir / CHECKPOINT_DIR / checkpoint_name(step)
         return path
 
     # ---- the loop -------------------------------------------------------------------------
