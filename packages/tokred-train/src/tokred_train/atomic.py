@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_text", "fsync_dir"]
+__all__ = ["atomic_write", "atomic_write_text", "default_file_mode", "fsync_dir"]
 
 
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> None:
@@ -22,11 +22,21 @@ def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> 
     os.close(fd)
     try:
         write(tmp)
+        # mkstemp makes the file 0600; give it the mode any other new file gets (0666 less
+        # the umask), so a checkpoint's files do not differ in who may read them.
+        os.chmod(tmp, default_file_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def default_file_mode() -> int:
+    """The mode open() gives a new file: 0666 less the umask."""
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:

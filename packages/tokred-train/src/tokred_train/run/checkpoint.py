@@ -40,7 +40,7 @@ from safetensors.torch import load_file, save_file
 from tokred_core import TokredError
 from torch import nn
 
-from ..atomic import atomic_write_text, fsync_dir
+from ..atomic import atomic_write_text, default_file_mode, fsync_dir
 from .integrity import damage, describe_files
 from .provenance import RUN_FILE
 
@@ -69,6 +69,7 @@ WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.pt"
 STATE = "trainer_state.pt"
 _NAME = re.compile(r"^step-(\d+)$")
+_OS_ERROR = re.compile(r"os error (\d+)")
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,51 @@ def _fsync_file(path: Path) -> None:
         os.fsync(f.fileno())
 
 
+def _torch_save(obj: Any, path: Path) -> None:
+    # Through a Python file, so that a failed write (a full disk) is an OSError that says
+    # so; torch's own file writer reports it as "unexpected pos" in inline_container.cc.
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def _write_files(
+    tmp: Path,
+    files: dict[str, Callable[[Path], None]],
+    step: int,
+    writing: list[Path],
+) -> None:
+    """Each file's writer, then fsync, then the marker with sizes and checksums; `writing`
+    holds the path being written (for the error of a failed write)."""
+    for name, write in files.items():
+        writing[:] = [tmp / name]
+        write(tmp / name)
+        os.chmod(tmp / name, default_file_mode())  # safetensors writes 0600, torch 0644
+        _fsync_file(tmp / name)
+    writing[:] = [tmp / MARKER]
+    marker = {"step": step, "files": describe_files(tmp, list(files)), "time": time.time()}
+    atomic_write_text(tmp / MARKER, json.dumps(marker) + "\n")
+    fsync_dir(tmp)
+
+
+def _write_failure(exc: BaseException, path: Path, root: Path) -> TokredError | None:
+    """One line for a checkpoint write the OS refused (a full disk, a quota, a lost mount):
+    what was being written, the OS's reason, and that the newest complete one is safe.
+    None for anything else (a bug keeps its traceback)."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+    elif type(exc).__name__ == "SafetensorError" and (m := _OS_ERROR.search(str(exc))):
+        reason = os.strerror(int(m.group(1)))
+    else:
+        return None
+    newest = list_checkpoints(root.parent)
+    safe = (
+        f"the newest complete checkpoint, {newest[-1].path}, is safe"
+        if newest
+        else ("no complete checkpoint was written before")
+    )
+    return TokredError(f"cannot write checkpoint file {path}: {reason}; {safe}")
+
+
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
@@ -154,35 +200,33 @@ def save_checkpoint(
     provenance: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write checkpoint `step` atomically, point `latest` at it, keep the newest `keep`.
-    `provenance` (checkpoint_provenance: the run's config and versions) goes to run.json."""
+    `provenance` (checkpoint_provenance: the run's config and versions) goes to run.json.
+    A write the OS refuses (ENOSPC...) is one TokredError; nothing partial is left."""
     root = Path(run_dir) / CHECKPOINT_DIR
-    root.mkdir(parents=True, exist_ok=True)
     name = checkpoint_name(step)
-    final = root / name
-    tmp = root / f".tmp-{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    final, tmp = root / name, root / f".tmp-{name}-{os.getpid()}"
+    state = {
+        "step": step,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": capture_rng_state(),
+        **(dict(extra) if extra else {}),
+    }
+    weights = trainable_state_dict(model)
+    files: dict[str, Callable[[Path], None]] = {
+        WEIGHTS: lambda f: save_file(weights, str(f), metadata={"step": str(step)}),
+        OPTIMIZER: lambda f: _torch_save(optimizer.state_dict(), f),
+        STATE: lambda f: _torch_save(state, f),
+    }
+    if provenance is not None:
+        files[RUN_FILE] = lambda f: atomic_write_text(f, json.dumps(provenance, indent=1) + "\n")
+    writing = [tmp]
     try:
-        save_file(trainable_state_dict(model), str(tmp / WEIGHTS), metadata={"step": str(step)})
-        torch.save(optimizer.state_dict(), tmp / OPTIMIZER)
-        state = {
-            "step": step,
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "rng": capture_rng_state(),
-            **(dict(extra) if extra else {}),
-        }
-        torch.save(state, tmp / STATE)
-        names = [WEIGHTS, OPTIMIZER, STATE]
-        if provenance is not None:
-            atomic_write_text(tmp / RUN_FILE, json.dumps(provenance, indent=1) + "\n")
-            names.append(RUN_FILE)
-        for f in names:
-            _fsync_file(tmp / f)
-        files = describe_files(tmp, names)
-        marker = {"step": step, "files": files, "time": time.time()}
-        atomic_write_text(tmp / MARKER, json.dumps(marker) + "\n")
-        fsync_dir(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        _write_files(tmp, files, step, writing)
+        writing[:] = [final]
         if final.exists():  # an older complete copy of this step: swap it out, then drop it
             old = root / f".old-{name}-{os.getpid()}"
             os.replace(final, old)
@@ -191,10 +235,14 @@ def save_checkpoint(
         else:
             os.replace(tmp, final)
         fsync_dir(root)
-    except BaseException:
+        writing[:] = [root / LATEST]
+        atomic_write_text(root / LATEST, name + "\n")
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        failure = _write_failure(exc, writing[0], root)
+        if failure is not None:
+            raise failure from None
         raise
-    atomic_write_text(root / LATEST, name + "\n")
     if keep > 0:
         for info in list_checkpoints(run_dir)[:-keep]:
             if info.path != final:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tokred_core import RunInterrupted
+from tokred_core import RunInterrupted, TokredError
 from torch import nn
 
 from ..config import TrainConfig, config_to_dict, load_config
@@ -135,7 +135,7 @@ class Trainer:
         self.last_checkpoint: Path | None = None
         self.provenance = checkpoint_provenance(config_to_dict(config))
         self.guard = NonFiniteGuard(
-            config.run.on_nonfinite, s.optimizer, lambda: self.last_checkpoint, self.flush
+            config.run.on_nonfinite, s.optimizer, self.newest_checkpoint, self.flush
         )
         # run.conflict_every's fixed probe, built on every rank so that a run without samples
         # of both tasks fails alike everywhere (only the main process measures).
@@ -292,7 +292,7 @@ class Trainer:
         step = s.start_step
         # SIGINT/SIGTERM during the loop: finish the step and what is due after it, save,
         # stop (run/interrupt.py).
-        watch = InterruptWatch(lambda: resume_hint(self.last_checkpoint, s.run_dir))
+        watch = InterruptWatch(lambda: resume_hint(self.newest_checkpoint(), s.run_dir))
         try:
             s.model.train()
             with watch:
@@ -315,10 +315,25 @@ class Trainer:
                         self.checkpoint(last_step)
                     if cfg.eval.at_end:
                         val_metrics = self.validate(last_step)
+        except OSError as exc:  # a full disk, a quota, a lost mount, while logging
+            raise self.write_failed(exc, step) from None
         finally:
             prefetch.close()
             self.logger.close()
         return self.result(last_step, stopped, val_metrics)
+
+    def newest_checkpoint(self) -> Path | None:
+        """The newest complete checkpoint of the run: this process's, or the resumed one."""
+        return self.last_checkpoint or self.setup.resumed_from
+
+    def write_failed(self, exc: OSError, step: int) -> TokredError:
+        """One line for a write the OS refused during the run (checkpoints say it
+        themselves): what, why, and where the run can resume from."""
+        what = exc.filename or "a run file"
+        return TokredError(
+            f"cannot write {what} at step {step}: {exc.strerror or exc}; "
+            + resume_hint(self.newest_checkpoint(), self.setup.run_dir)
+        )
 
     def stop_on_signal(self, step: int, signum: int) -> None:
         """After the step a signal interrupted: flush, checkpoint (unless
@@ -332,7 +347,7 @@ class Trainer:
         raise RunInterrupted(
             f"interrupted by {signal.Signals(signum).name} after step {step} of "
             f"{self.config.optim.max_steps}{saved}; "
-            + resume_hint(self.last_checkpoint, self.setup.run_dir),
+            + resume_hint(self.newest_checkpoint(), self.setup.run_dir),
             signum,
         )
 

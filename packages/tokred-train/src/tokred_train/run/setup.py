@@ -79,6 +79,8 @@ class RunSetup:
     start_step: int
     autocast: Callable[[], AbstractContextManager[Any]]
     bf16: bool
+    resumed_from: Path | None = None
+    """The checkpoint the run resumed from (None: it started at step 0)."""
 
     @property
     def data(self) -> TrainData:
@@ -270,6 +272,7 @@ def setup_run(config: TrainConfig) -> RunSetup:
     )
     if resume is not None:
         setup.start_step = _resume(setup, resume)
+        setup.resumed_from = resume.path
     if dist.is_main:
         _write_run_folder(setup)
     barrier(dist)
