@@ -170,15 +170,26 @@ def _write_files(
     fsync_dir(tmp)
 
 
+def _os_reason(exc: BaseException | None) -> str | None:
+    """The OS's reason for a failed write, looking through the chain: torch.save's own
+    error on closing the archive ("unexpected pos") hides the OSError of the write."""
+    for _ in range(8):
+        if exc is None:
+            return None
+        if isinstance(exc, OSError):
+            return exc.strerror or str(exc)
+        if type(exc).__name__ == "SafetensorError" and (m := _OS_ERROR.search(str(exc))):
+            return os.strerror(int(m.group(1)))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def _write_failure(exc: BaseException, path: Path, root: Path) -> TokredError | None:
     """One line for a checkpoint write the OS refused (a full disk, a quota, a lost mount):
     what was being written, the OS's reason, and that the newest complete one is safe.
     None for anything else (a bug keeps its traceback)."""
-    if isinstance(exc, OSError):
-        reason = exc.strerror or str(exc)
-    elif type(exc).__name__ == "SafetensorError" and (m := _OS_ERROR.search(str(exc))):
-        reason = os.strerror(int(m.group(1)))
-    else:
+    reason = _os_reason(exc)
+    if reason is None:
         return None
     newest = list_checkpoints(root.parent)
     safe = (
