@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 
-__all__ = ["count", "finite_float", "MAX_TOKENS"]
+__all__ = ["count", "finite_float", "out_folder", "MAX_TOKENS"]
 
 #: The longest sequence `tokred flops` prices: a plan is built per token, so anything near
 #: a billion would only run out of memory.
@@ -52,3 +54,18 @@ def finite_float(minimum: float | None = None) -> Callable[[str], float]:
 
     parse.__name__ = "finite_float"
     return parse
+
+
+def out_folder(text: str) -> str:
+    """A folder that exists or can be created (its nearest existing parent is a writable
+    folder); nothing is created here. Why at parse time: `eval` and `analyze` write only
+    after loading a model, and a path under a regular file would fail only then."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: cannot create it ({existing} is not a writable folder)"
+        )
+    return text

@@ -87,13 +87,41 @@ def build_run(
     if config.model.kind == "tiny":  # the vocabulary (from the data) sizes the model
         io = saved_embedded_io(saved) if saved is not None else None
         data = build_embedded_data(config.data, io)
+        _check_positions(config, None, data)  # known from the config: before the model
         built = build_model(config, data.vocab.vocab_size, device)
     else:  # the model brings its vocabulary and image tokenizer
         built = build_model(config, None, device)
         data = build_train_data(config, built.base)
+        _check_positions(config, built.base, data)
     rows = built.base.get_input_embeddings().num_embeddings
     if data.vocab.vocab_size > rows:
         raise TokredError(
             f"the vocabulary has {data.vocab.vocab_size} ids but the model embeds only {rows}"
         )
     return BuiltRun(config, built, data)
+
+
+def _position_limit(config: TrainConfig, base: nn.Module | None) -> tuple[int, str, str] | None:
+    """(the longest sequence the model takes, what sets it, how to lift it), or None when
+    its config states no limit: model.max_positions for the tiny model, the text model's
+    max_position_embeddings for a Hugging Face one."""
+    if config.model.kind == "tiny":
+        n = config.model.max_positions
+        return n, f"model.max_positions={n}", "raise model.max_positions or shorten its text"
+    hf = getattr(base, "config", None)
+    text = hf.get_text_config() if hasattr(hf, "get_text_config") else hf
+    n = getattr(text, "max_position_embeddings", None)
+    if not isinstance(n, int) or n <= 0:
+        return None
+    where = f"max_position_embeddings={n} of {config.model.path}"
+    return n, where, "shorten its text"
+
+
+def _check_positions(config: TrainConfig, base: nn.Module | None, data: TrainData) -> None:
+    """No sample may be longer than the model's positions (a longer one would train on
+    positions the model was never built for); data.max_length, when it is no longer, has
+    already been checked by the data pipeline."""
+    limit = _position_limit(config, base)
+    if limit is None or (data.max_length is not None and data.max_length <= limit[0]):
+        return
+    data.check_lengths(*limit)

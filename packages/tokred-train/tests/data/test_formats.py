@@ -165,6 +165,18 @@ def test_jsonl_bad_lines(tmp_path):
     assert "prompt" in loaded.skipped[1].reason
 
 
+def test_jsonl_line_that_is_not_utf8_is_a_bad_record(tmp_path):
+    _png(tmp_path / "1.png")
+    path = tmp_path / "gen.jsonl"
+    path.write_bytes(
+        b'{"prompt": "ok", "image": "1.png"}\n{"prompt": "caf\xe9", "image": "1.png"}\n'
+    )
+    with pytest.raises(TokredError, match=r"^line 2 of .*gen.jsonl: not UTF-8 text"):
+        load_prompt_image_jsonl(path)
+    loaded = load_prompt_image_jsonl(path, on_bad_record="skip")
+    assert loaded.dataset.num_rows == 1 and loaded.labels == [f"line 1 of {path}"]
+
+
 def test_jsonl_image_root(tmp_path):
     _png(tmp_path / "elsewhere" / "1.png")
     path = tmp_path / "gen.jsonl"

@@ -100,3 +100,14 @@ def test_errors(vq, images, tmp_path):
         vq.decode(torch.zeros(1, 10, dtype=torch.long))
     with pytest.raises(TokredError, match="missing"):
         PatchVQTokenizer.load(tmp_path / "nothing")
+
+
+def test_a_damaged_saved_tokenizer_is_one_error_naming_the_file(vq, tmp_path):
+    vq.save(tmp_path / "vq")
+    (tmp_path / "vq" / "codebook.safetensors").write_bytes(bytes(range(256)))
+    with pytest.raises(TokredError, match="codebook.safetensors is not a VQ codebook"):
+        PatchVQTokenizer.load(tmp_path / "vq")
+    vq.save(tmp_path / "vq")
+    (tmp_path / "vq" / "vq_config.json").write_text('{"format": "tokred-patch-kmeans"}')
+    with pytest.raises(TokredError, match="vq_config.json: a field is missing"):
+        PatchVQTokenizer.load(tmp_path / "vq")

@@ -3,6 +3,8 @@ and batches that follow the sampler."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from tokred_core import Segment, Task, TokredError
 from tokred_train import load_config, train
@@ -60,3 +62,32 @@ def test_real_formats_train_the_tiny_model(tmp_path, real_data):
     assert [h["step"] for h in result.history] == [1, 2]
     assert result.history[-1]["loss_understanding"] is not None
     assert "val_loss_generation" in result.metrics
+
+
+def test_a_sample_over_max_length_is_refused_at_build_time_by_record_and_file(tmp_path, real_data):
+    long = {"prompt": " ".join(["red"] * 50), "image": "0.png"}
+    with open(tmp_path / "gen.jsonl", "a") as f:
+        f.write(json.dumps(long) + "\n")
+    overrides = [
+        "data.kind=jsonl",
+        f"data.paths=[{tmp_path / 'gen.jsonl'}]",
+        f"data.image_root={tmp_path / 'img'}",
+        "data.understanding_ratio=0",
+        "data.num_val=1",
+        "data.image_size=16",
+        "data.codebook_size=8",
+        "data.max_length=48",
+    ]
+    cfg = load_config(None, overrides).data
+    with pytest.raises(
+        TokredError, match=rf"^line 7 of {tmp_path}/gen.jsonl: \d+ tokens, over data.max_length=48"
+    ):
+        build_embedded_data(cfg)
+    # Without data.max_length the model's positions bound it: the tiny model's, here 48.
+    from tokred_train.built_run import build_run
+
+    config = load_config(None, [*overrides[:-1], "model.max_positions=48", "run.out_dir=x"])
+    with pytest.raises(
+        TokredError, match=r"^line 7 of .*: \d+ tokens, over model.max_positions=48"
+    ):
+        build_run(config, "cpu")

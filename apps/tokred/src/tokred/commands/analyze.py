@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..arg_types import count
+from ..arg_types import count, out_folder
 from . import Command, add_set_option
 
 __all__ = ["COMMAND"]
@@ -35,6 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--out",
+        type=out_folder,
         metavar="DIR",
         help="output folder (default: RUN_DIR/analysis, else ./tokred-analysis)",
     )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..arg_types import count, finite_float
+from ..arg_types import count, finite_float, out_folder
 from . import Command
 
 __all__ = ["COMMAND"]
@@ -26,7 +26,9 @@ __all__ = ["COMMAND"]
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run_dir", metavar="RUN_DIR", help="the out_dir of a `tokred train` run")
-    parser.add_argument("--out", metavar="DIR", help="output folder (default RUN_DIR/eval)")
+    parser.add_argument(
+        "--out", type=out_folder, metavar="DIR", help="output folder (default RUN_DIR/eval)"
+    )
     parser.add_argument(
         "--understanding",
         type=count(0),

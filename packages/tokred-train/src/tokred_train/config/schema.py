@@ -68,7 +68,8 @@ class ModelConfig:
     num_kv_heads: int = TINY_DEFAULTS["num_kv_heads"]
     """tiny: key/value heads (grouped-query attention when < num_heads)."""
     max_positions: int = TINY_DEFAULTS["max_positions"]
-    """tiny: longest sequence (RoPE table)."""
+    """tiny: longest sequence (RoPE table); a longer sample is refused, naming its record,
+    when the run's data is built (a Hugging Face model: its max_position_embeddings)."""
     tie_embeddings: bool = TINY_DEFAULTS["tie_embeddings"]
     """tiny: share the input embedding and the output head."""
     path: str | None = None
@@ -151,7 +152,8 @@ class DataConfig:
     system_prompt: str | None = None
     """The SYSTEM segment of every sample (null: tokred_train.data.DEFAULT_SYSTEM_PROMPT)."""
     max_length: int | None = None
-    """Refuse samples longer than this many tokens (null: no limit)."""
+    """Refuse samples longer than this many tokens, naming the record and its file, when
+    the data is built (null: only the model's position limit, model.max_positions)."""
 
     def __post_init__(self) -> None:
         if self.kind not in DATA_KINDS:

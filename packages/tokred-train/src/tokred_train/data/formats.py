@@ -69,6 +69,9 @@ class LoadedDataset:
 
     dataset: datasets.Dataset
     skipped: list[SkippedRecord] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    """Where each row of `dataset` came from, as errors name it (e.g. "line 3 of
+    data.jsonl"), in row order."""
 
     @property
     def num_skipped(self) -> int:
@@ -114,8 +117,9 @@ def _collect(
     verify: bool,
     on_bad_image: OnBad,
     on_bad_record: OnBad,
-) -> tuple[list[dict[str, Any]], list[SkippedRecord]]:
-    """Parse and check records one by one, applying the fail/skip policies uniformly.
+) -> tuple[list[dict[str, Any]], list[str], list[SkippedRecord]]:
+    """Parse and check records one by one, applying the fail/skip policies uniformly:
+    (the rows, the label of each row, the records skipped).
 
     Everything is checked before a single row is returned, so a "fail" policy raises at
     load time and a "skip" policy never stops midway.
@@ -123,6 +127,7 @@ def _collect(
     _check_policy("on_bad_image", on_bad_image)
     _check_policy("on_bad_record", on_bad_record)
     rows: list[dict[str, Any]] = []
+    labels: list[str] = []
     skipped: list[SkippedRecord] = []
     for label, parse in items:
         try:
@@ -143,6 +148,7 @@ def _collect(
             continue
         row["image"] = str(path)
         rows.append(row)
+        labels.append(label)
     if skipped:
         log.warning(
             "skipped %d bad records (first: %s: %s)",
@@ -150,7 +156,7 @@ def _collect(
             skipped[0].record,
             skipped[0].reason,
         )
-    return rows, skipped
+    return rows, labels, skipped
 
 
 def _to_dataset(rows: list[dict[str, Any]], features: datasets.Features) -> datasets.Dataset:
@@ -248,8 +254,8 @@ def load_llava_conversations(
             rid = str(rec["id"]) if isinstance(rec, dict) and "id" in rec else f"#{i}"
             yield f"record {i} (id {rid!r}) of {json_path}", partial(parse, rec, rid)
 
-    rows, skipped = _collect(items(), verify_images, on_bad_image, on_bad_record)
-    return LoadedDataset(_to_dataset(rows, understanding_features()), skipped)
+    rows, labels, skipped = _collect(items(), verify_images, on_bad_image, on_bad_record)
+    return LoadedDataset(_to_dataset(rows, understanding_features()), skipped, labels)
 
 
 def load_prompt_image_jsonl(
@@ -269,7 +275,11 @@ def load_prompt_image_jsonl(
         raise TokredError(f"data file not found: {jsonl_path}")
     root = Path(image_root) if image_root is not None else jsonl_path.parent
 
-    def parse(line: str, lineno: int) -> tuple[Path, dict[str, Any]]:
+    def parse(raw: bytes, lineno: int) -> tuple[Path, dict[str, Any]]:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _Bad("record", f"not UTF-8 text ({e.reason} at byte {e.start})") from None
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
@@ -278,6 +288,8 @@ def load_prompt_image_jsonl(
             raise _Bad("record", f"not a JSON object but {type(rec).__name__}")
         path = root / str(rec["image"]) if rec.get("image") else None
         prompt = rec.get("prompt")
+        if prompt is not None and not isinstance(prompt, str):
+            raise _Bad("record", f"'prompt' is {prompt!r}, not text", path)
         if not isinstance(prompt, str) or not prompt.strip():
             raise _Bad("record", "missing or empty 'prompt'", path)
         if path is None:
@@ -286,13 +298,14 @@ def load_prompt_image_jsonl(
         return path, {"id": rid, "task": "generation", "prompt": prompt.strip()}
 
     def items() -> Iterator[tuple[str, _Parse]]:
-        with open(jsonl_path, encoding="utf-8") as f:
+        # Bytes, decoded line by line: a line that is not UTF-8 is one bad record, named.
+        with open(jsonl_path, "rb") as f:
             for lineno, line in enumerate(f, start=1):
                 if line.strip():
                     yield f"line {lineno} of {jsonl_path}", partial(parse, line, lineno)
 
-    rows, skipped = _collect(items(), verify_images, on_bad_image, on_bad_record)
-    return LoadedDataset(_to_dataset(rows, generation_features()), skipped)
+    rows, labels, skipped = _collect(items(), verify_images, on_bad_image, on_bad_record)
+    return LoadedDataset(_to_dataset(rows, generation_features()), skipped, labels)
 
 
 def load_captioned_folder(
@@ -330,5 +343,5 @@ def load_captioned_folder(
         (f"image {p.relative_to(folder).as_posix()!r} in {folder}", partial(parse, p))
         for p in files
     )
-    rows, skipped = _collect(items, verify_images, on_bad_image, on_bad_record)
-    return LoadedDataset(_to_dataset(rows, generation_features()), skipped)
+    rows, labels, skipped = _collect(items, verify_images, on_bad_image, on_bad_record)
+    return LoadedDataset(_to_dataset(rows, generation_features()), skipped, labels)

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tokred_core import TokredError
 
@@ -246,17 +247,35 @@ class PatchVQTokenizer:
             cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise TokredError(f"{cfg_path} is not valid JSON: {e}") from e
-        if cfg.get("format") != _FORMAT:
-            raise TokredError(f"{cfg_path} has format {cfg.get('format')!r}, expected {_FORMAT!r}")
-        codebook = load_file(str(cb_path))["codebook"]
-        if codebook.shape[0] != cfg["codebook_size"]:
+        if not isinstance(cfg, dict) or cfg.get("format") != _FORMAT:
+            got = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
+            raise TokredError(f"{cfg_path} has format {got!r}, expected {_FORMAT!r}")
+        codebook = _read_codebook(cb_path)
+        try:
+            size, patch, image = cfg["codebook_size"], int(cfg["patch_size"]), cfg["image_size"]
+            image_size = (int(image[0]), int(image[1]))
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise TokredError(f"{cfg_path}: a field is missing or malformed ({e!r})") from None
+        if codebook.shape[0] != size:
             raise TokredError(
-                f"{cb_path} holds {codebook.shape[0]} codes but {cfg_path} says {cfg['codebook_size']}"
+                f"{cb_path} holds {codebook.shape[0]} codes but {cfg_path} says {size}"
             )
-        return cls(codebook, int(cfg["patch_size"]), tuple(cfg["image_size"]))
+        return cls(codebook, patch, image_size)
 
     def __repr__(self) -> str:
         return (
             f"PatchVQTokenizer(codebook_size={self.codebook_size}, patch_size={self.patch_size}, "
             f"image_size={self.image_size}, tokens_per_image={self.num_tokens_per_image})"
         )
+
+
+def _read_codebook(path: Path) -> torch.Tensor:
+    """The `codebook` tensor of a saved tokenizer; a damaged file is one line naming it."""
+    try:
+        codebook = load_file(str(path))["codebook"]
+    except (SafetensorError, OSError, KeyError) as e:
+        what = " ".join(str(e).split())[:200]
+        raise TokredError(f"{path} is not a VQ codebook ({type(e).__name__}: {what})") from None
+    if codebook.dim() != 2:
+        raise TokredError(f"{path}: the codebook is {tuple(codebook.shape)}, expected 2-D")
+    return codebook

@@ -58,7 +58,7 @@ def build_embedded_data(cfg: DataConfig, io: IOArg = None) -> TrainData:
 
 
 def _split_by_task(
-    rows: list[dict[str, Any]], image_codes: torch.Tensor, pixels: torch.Tensor | None
+    rows: list[dict[str, Any]], image_codes: torch.Tensor, pixels: torch.Tensor | None, split: str
 ) -> dict[str, TaskSamples]:
     """Per-task samples of a shapes split: each row takes its image's codes and, when the
     model reads understanding images through its own encoder, its image's fitted pixels
@@ -69,11 +69,18 @@ def _split_by_task(
         recs = [{k: r[k] for k in ("task", *_TEXT_FIELDS) if k in r} for r in mine]
         index = torch.tensor([r["image_index"] for r in mine], dtype=torch.long)
         task_pixels = pixels[index] if pixels is not None and task == "understanding" else None
-        out[task] = TaskSamples(task, recs, image_codes[index], task_pixels)
+        sources = [f"{task} sample {i} of the shapes {split} split" for i in range(len(recs))]
+        out[task] = TaskSamples(task, recs, image_codes[index], task_pixels, sources)
     return out
 
 
 def _with_io(data: TrainData, io: ModelIO | None) -> TrainData:
+    if data.max_length is not None:  # every sample, before the first step
+        data.check_lengths(
+            data.max_length,
+            f"data.max_length={data.max_length}",
+            "raise data.max_length or shorten its text",
+        )
     if io is not None:
         data.understanding_pixels = io.understanding_pixels
         data.loss_path = io.loss_path
@@ -119,7 +126,7 @@ def build_shapes_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainData:
         if io is not None and io.understanding_pixels is not None:
             spec = io.understanding_pixels
             pixels = torch.from_numpy(np.stack([spec.fit_image(im) for im in pil_images]))
-        splits[split] = _split_by_task(rows, image_codes, pixels)
+        splits[split] = _split_by_task(rows, image_codes, pixels, split)
     info = {
         "kind": "shapes",
         "train_images": len(ds["train"]),
@@ -164,6 +171,7 @@ def _encode(vq: ImageTokenizer, source: ImageSource, rows: list[int]) -> torch.T
 
 def _real_split(
     rows: list[dict[str, Any]],
+    sources: list[str],
     index: list[int],
     vq: ImageTokenizer,
     source: ImageSource,
@@ -176,11 +184,12 @@ def _real_split(
     for task in ("understanding", "generation"):
         mine = [i for i in index if rows[i]["task"] == task]
         recs = [dict(rows[i]) for i in mine]
+        names = [sources[i] for i in mine]
         if spec is not None and task == "understanding":
             codes = torch.zeros((len(mine), 0), dtype=torch.int32)
-            out[task] = TaskSamples(task, recs, codes, LazyPixels(source, mine, spec))
+            out[task] = TaskSamples(task, recs, codes, LazyPixels(source, mine, spec), names)
         else:
-            out[task] = TaskSamples(task, recs, _encode(vq, source, mine))
+            out[task] = TaskSamples(task, recs, _encode(vq, source, mine), sources=names)
     return out
 
 
@@ -188,6 +197,7 @@ def build_real_format_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainD
     """LLaVA / prompt-image JSONL / captioned folder data, images read from their files in
     chunks (see image_source.py): only codes and file references stay in memory."""
     rows: list[dict[str, Any]] = []
+    sources: list[str] = []  # where each row came from, for errors
     source = ImageSource(cfg.image_size)
     skipped = 0
     for entry in cfg.paths:
@@ -198,6 +208,7 @@ def build_real_format_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainD
             [c for c in ("task", *_TEXT_FIELDS) if c in loaded.dataset.column_names]
         )
         rows.extend(dict(rec) for rec in text)  # no image is decoded here
+        sources.extend(loaded.labels)
         source.add(loaded.dataset)
     if not rows:
         raise TokredError(f"data.paths {cfg.paths} hold no usable records")
@@ -225,8 +236,8 @@ def build_real_format_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainD
         vocab = UnifiedVocab.build(texts, codebook_size=vq.codebook_size)
     else:
         vocab, vq = io.vocab, io.image_tokenizer
-    train = _real_split(rows, train_idx, vq, source, io)
-    val = _real_split(rows, val_idx, vq, source, io)
+    train = _real_split(rows, sources, train_idx, vq, source, io)
+    val = _real_split(rows, sources, val_idx, vq, source, io)
     if skipped:
         log.warning("left out %d bad records (data.on_bad_image / on_bad_record=skip)", skipped)
     info = {

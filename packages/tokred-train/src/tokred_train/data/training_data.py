@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tokred_core import TASK_NAMES, TokredError
 
-from .collate import collate
+from .collate import collate, encode_sample
 from .image_source import LazyPixels
 from .pixels import PixelSpec
 from .protocols import ImageTokenizer, TokenVocab
@@ -38,6 +38,9 @@ class TaskSamples:
     """Each record's fitted image, kept only for a model that reads understanding images as
     pixels (then `codes` of those records are not read): a (len(records), H, W, 3) uint8
     tensor, or a `LazyPixels` that reads the files when taken."""
+    sources: list[str] | None = None
+    """Where each record came from, as errors name it (e.g. "line 3 of gen.jsonl");
+    None: records are named by their index."""
 
     def __post_init__(self) -> None:
         if self.task not in TASK_NAMES:
@@ -57,6 +60,16 @@ class TaskSamples:
                 f"{self.task}: {len(self.records)} records but pixels of shape "
                 f"{getattr(self.pixels, 'shape', len(self.pixels))}"
             )
+        if self.sources is not None and len(self.sources) != len(self.records):
+            raise TokredError(
+                f"{self.task}: {len(self.records)} records but {len(self.sources)} sources"
+            )
+
+    def source(self, index: int) -> str:
+        """How errors name record `index`."""
+        if self.sources is not None:
+            return self.sources[index]
+        return f"{self.task} record {index}"
 
     def __len__(self) -> int:
         return len(self.records)
@@ -124,6 +137,30 @@ class TrainData:
         if pixels:
             batch["pixel_values"] = self.understanding_pixels.normalize(torch.cat(pixels).numpy())
         return batch
+
+    def check_lengths(self, limit: int, setting: str, fix: str) -> None:
+        """Refuse, before the first step, a sample of either split longer than `limit`
+        tokens: one line naming the first such record and its file, its length, `setting`
+        (what sets the limit, e.g. "data.max_length=512") and `fix`."""
+        over = [
+            (n, part.source(i))
+            for split in (self.train, self.val)
+            for part in split.values()
+            for i, n in enumerate(self._lengths(part))
+            if n > limit
+        ]
+        if over:
+            n, where = over[0]
+            more = f" ({len(over) - 1} more samples are too)" if len(over) > 1 else ""
+            raise TokredError(f"{where}: {n} tokens, over {setting}{more}; {fix}")
+
+    def _lengths(self, part: TaskSamples) -> list[int]:
+        """Tokens of each sample of `part`, as `collate` lays it out."""
+        codes = part.codes.long()
+        return [
+            len(encode_sample(r, codes[i], self.vocab, self.system_prompt, index=i).ids)
+            for i, r in enumerate(part.records)
+        ]
 
     def sizes(self, split: str = "train") -> dict[str, int]:
         samples = self.train if split == "train" else self.val

@@ -230,7 +230,14 @@ class UnifiedVocab:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise TokredError(f"{path} is not valid JSON: {e}") from e
-        return cls.from_dict(data)
+        if not isinstance(data, Mapping):
+            raise TokredError(f"{path}: not a unified vocabulary (a JSON {type(data).__name__})")
+        try:
+            return cls.from_dict(data)
+        except TokredError as e:
+            raise TokredError(f"{path}: {e}") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise TokredError(f"{path}: a field is missing or malformed ({e!r})") from None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, UnifiedVocab) and self.to_dict() == other.to_dict()

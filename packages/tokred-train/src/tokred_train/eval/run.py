@@ -45,7 +45,8 @@ from ..built_run import BuiltRun, build_run
 from ..config import TrainConfig, load_config
 from ..data.protocols import ImageTokenizer, TokenVocab
 from ..data.training_data import TrainData
-from ..run.checkpoint import find_latest_checkpoint, load_checkpoint
+from ..run.checkpoint import CHECKPOINT_DIR, MARKER, CheckpointInfo, load_checkpoint
+from ..run.integrity import damage
 from ..run.loop import RunResult
 from .answers import UnderstandingResult
 from .generation import (
@@ -135,6 +136,40 @@ def _warn_nonfinite(model: nn.Module, checkpoint: Path) -> None:
         )
 
 
+def _newest_whole_checkpoint(run_dir: Path) -> CheckpointInfo:
+    """The newest checkpoint whose files match its marker (checksums verified).
+
+    Read-only, unlike a resume (`find_latest_checkpoint` sets a damaged one aside):
+    evaluating a run never changes its folder. A damaged newer one is skipped with a
+    warning; when none is whole, the error says what is wrong with the newest."""
+    root = run_dir / CHECKPOINT_DIR
+    steps = sorted(
+        (
+            (int(child.name[5:]), child)
+            for child in (root.iterdir() if root.is_dir() else ())
+            if child.is_dir() and child.name.startswith("step-") and child.name[5:].isdigit()
+        ),
+        reverse=True,
+    )
+    damaged: list[str] = []
+    for step, path in steps:
+        reason = damage(path, MARKER, step)
+        if reason is None:
+            if damaged:
+                log.warning("skipped damaged checkpoints (%s)", "; ".join(damaged))
+            return CheckpointInfo(path, step)
+        damaged.append(f"{path}: {reason}")
+    if damaged:
+        raise TokredError(
+            f"{run_dir} holds no whole checkpoint ({'; '.join(damaged)}); retrain it, or "
+            "restore the checkpoint files"
+        )
+    raise TokredError(
+        f"{run_dir} holds no complete checkpoint: train it to the end (run.save_final=true) "
+        "or set run.ckpt_every"
+    )
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild a run's model from its folder and load its newest complete checkpoint."""
     run_dir = Path(run_dir)
@@ -143,12 +178,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
         raise TokredError(
             f"{run_dir} is not a run folder (no config.yaml): give the out_dir of a `tokred train` run"
         )
-    ckpt = find_latest_checkpoint(run_dir)
-    if ckpt is None:
-        raise TokredError(
-            f"{run_dir} holds no complete checkpoint: train it to the end (run.save_final=true) "
-            "or set run.ckpt_every"
-        )
+    ckpt = _newest_whole_checkpoint(run_dir)
     config = load_config(cfg_path, ["run.device=" + str(device)])
     run = build_run(config, device, saved=run_dir)
     built = run.built

@@ -129,11 +129,13 @@ class MetricsLogger:
                         self._writer.add_scalar(f"train/{key}", value, row["step"])
         if self._bar is not None:
             last = rows[-1]
-            self._bar.update(last["step"] - self._bar.n)
             post = {"loss": f"{last['loss']:.4f}"}
             if last.get("tokens_per_s"):
                 post["tok/s"] = f"{last['tokens_per_s']:.0f}"
+            # The postfix first: `update` draws the bar, and it must draw this flush's loss
+            # (set after it, the postfix showed on the next draw: the previous flush's).
             self._bar.set_postfix(post, refresh=False)
+            self._bar.update(last["step"] - self._bar.n)
 
     def log_rows(self, name: str, rows: list[dict[str, Any]]) -> None:
         """Rows of another JSONL file of the run (e.g. samples.jsonl)."""
