@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+import torch
 from tokred_core import TokredError
 from tokred_train import train
 from tokred_train.config import config_to_dict
@@ -72,3 +73,18 @@ def test_a_resume_across_package_versions_warns(tmp_path, caplog):
         result = train(cfg, overrides=["run.resume=true"])
     assert result.start_step == 1
     assert any("torch 0.0.1 ->" in r.getMessage() for r in caplog.records)
+
+
+def test_eval_without_config_yaml_rebuilds_the_model_from_the_checkpoint(tmp_path, caplog):
+    from tokred_train.eval.run import load_run
+
+    run_dir = tmp_path / "run"
+    result = train(tiny_run_config(run_dir, optim={"max_steps": 1}, eval={"at_end": False}))
+    (run_dir / "config.yaml").unlink()
+    with caplog.at_level(logging.WARNING, logger="tokred_train.eval.run"):
+        loaded = load_run(run_dir)
+    assert any("using the config its checkpoint recorded" in r.getMessage() for r in caplog.records)
+    assert config_to_dict(loaded.config)["model"] == config_to_dict(result.config)["model"]
+    for name, p in result.model.named_parameters():
+        assert torch.equal(p, dict(loaded.model.named_parameters())[name]), name
+    assert not (run_dir / "config.yaml").exists()  # evaluation never writes the run folder

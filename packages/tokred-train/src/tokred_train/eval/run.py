@@ -42,12 +42,13 @@ from torch import nn
 
 from ..atomic import atomic_write_text
 from ..built_run import BuiltRun, build_run
-from ..config import TrainConfig, load_config
+from ..config import TrainConfig, config_to_dict, load_config
 from ..data.protocols import ImageTokenizer, TokenVocab
 from ..data.training_data import TrainData
-from ..run.checkpoint import CHECKPOINT_DIR, MARKER, CheckpointInfo, load_checkpoint
-from ..run.integrity import damage
+from ..run.checkpoint import CHECKPOINT_DIR, CheckpointInfo, load_checkpoint, scan_checkpoints
 from ..run.loop import RunResult
+from ..run.provenance import RUN_FILE, check_same_run, read_provenance
+from ..run.setup import CONFIG_FILE
 from .answers import UnderstandingResult
 from .generation import (
     GenerationResult,
@@ -137,32 +138,19 @@ def _warn_nonfinite(model: nn.Module, checkpoint: Path) -> None:
 
 
 def _newest_whole_checkpoint(run_dir: Path) -> CheckpointInfo:
-    """The newest checkpoint whose files match its marker (checksums verified).
-
-    Read-only, unlike a resume (`find_latest_checkpoint` sets a damaged one aside):
-    evaluating a run never changes its folder. A damaged newer one is skipped with a
-    warning; when none is whole, the error says what is wrong with the newest."""
-    root = run_dir / CHECKPOINT_DIR
-    steps = sorted(
-        (
-            (int(child.name[5:]), child)
-            for child in (root.iterdir() if root.is_dir() else ())
-            if child.is_dir() and child.name.startswith("step-") and child.name[5:].isdigit()
-        ),
-        reverse=True,
-    )
-    damaged: list[str] = []
-    for step, path in steps:
-        reason = damage(path, MARKER, step)
-        if reason is None:
-            if damaged:
-                log.warning("skipped damaged checkpoints (%s)", "; ".join(damaged))
-            return CheckpointInfo(path, step)
-        damaged.append(f"{path}: {reason}")
+    """The newest checkpoint whose files match its marker, read as it is: evaluating a
+    run never changes its folder (a resume sets damaged ones aside). A damaged newer one
+    is skipped with a warning; when none is whole, the error says what is wrong."""
+    newest, damaged = scan_checkpoints(run_dir)
+    what = "; ".join(f"{path}: {reason}" for path, reason in damaged)
+    if newest is not None:
+        if damaged:
+            log.warning("skipped damaged checkpoints (%s)", what)
+        return newest
     if damaged:
         raise TokredError(
-            f"{run_dir} holds no whole checkpoint ({'; '.join(damaged)}); retrain it, or "
-            "restore the checkpoint files"
+            f"{run_dir} holds no whole checkpoint ({what}); retrain it, or restore the "
+            "checkpoint files"
         )
     raise TokredError(
         f"{run_dir} holds no complete checkpoint: train it to the end (run.save_final=true) "
@@ -170,16 +158,37 @@ def _newest_whole_checkpoint(run_dir: Path) -> CheckpointInfo:
     )
 
 
+def _run_config(run_dir: Path, checkpoint: Path, device: str | torch.device) -> TrainConfig:
+    """The config to rebuild the trained model from: config.yaml, checked against the one
+    the checkpoint recorded (run.json), or the recorded one alone when config.yaml is
+    gone. A config.yaml that would build another model or plan is one line."""
+    device_override = ["run.device=" + str(device)]
+    recorded = read_provenance(checkpoint)
+    cfg_path = run_dir / CONFIG_FILE
+    if not cfg_path.is_file():
+        if recorded is None:
+            raise TokredError(
+                f"{run_dir} has no {CONFIG_FILE}, and its checkpoint {checkpoint.name} records "
+                "no config (written before run.json): restore config.yaml"
+            )
+        log.warning("%s has no %s: using the config its checkpoint recorded", run_dir, CONFIG_FILE)
+        return load_config(recorded["config"], device_override)
+    config = load_config(cfg_path, device_override)
+    if recorded is not None:
+        fix = f"restore {cfg_path} as the run wrote it (or remove it to use the recorded one)"
+        check_same_run(recorded["config"], config_to_dict(config), checkpoint / RUN_FILE, fix)
+    return config
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild a run's model from its folder and load its newest complete checkpoint."""
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
-    if not cfg_path.is_file():
+    if not (run_dir / CONFIG_FILE).is_file() and not (run_dir / CHECKPOINT_DIR).is_dir():
         raise TokredError(
             f"{run_dir} is not a run folder (no config.yaml): give the out_dir of a `tokred train` run"
         )
     ckpt = _newest_whole_checkpoint(run_dir)
-    config = load_config(cfg_path, ["run.device=" + str(device)])
+    config = _run_config(run_dir, ckpt.path, device)
     run = build_run(config, device, saved=run_dir)
     built = run.built
     load_checkpoint(ckpt.path, built.model, map_location=device, restore_rng=False)

@@ -53,6 +53,7 @@ __all__ = [
     "CheckpointInfo",
     "save_checkpoint",
     "find_latest_checkpoint",
+    "scan_checkpoints",
     "list_checkpoints",
     "load_checkpoint",
     "trainable_state_dict",
@@ -311,32 +312,43 @@ def list_checkpoints(run_dir: str | Path) -> list[CheckpointInfo]:
     return sorted(found, key=lambda i: i.step)
 
 
-def find_latest_checkpoint(run_dir: str | Path) -> CheckpointInfo | None:
-    """The newest whole checkpoint, checksums verified. Each newer one that is damaged
-    (a missing or truncated file, a file that does not match its checksum, a bad marker)
-    is renamed aside with a one-line warning saying what is wrong, and the search falls
-    back to the next older one."""
+def scan_checkpoints(run_dir: str | Path) -> tuple[CheckpointInfo | None, list[tuple[Path, str]]]:
+    """(the newest whole checkpoint, checksums verified, or None; each newer damaged one
+    with what is wrong with it). Reads only: evaluation uses it as it is, a resume sets
+    the damaged ones aside (find_latest_checkpoint)."""
     root = Path(run_dir) / CHECKPOINT_DIR
     if not root.is_dir():
-        return None
-    pointer = root / LATEST
-    if pointer.is_file():
-        name = pointer.read_text(encoding="utf-8", errors="replace").strip()
-        # Only a checkpoint folder of this run: a hand-edited pointer to elsewhere is ignored.
-        if not (name and Path(name).name == name and _NAME.match(name)):
-            log.warning("%s names %r, not a checkpoint of this run: ignored", pointer, name)
+        return None, []
     steps = sorted(
         ((int(m.group(1)), child) for child in root.iterdir() if (m := _NAME.match(child.name))),
         reverse=True,
     )
+    damaged: list[tuple[Path, str]] = []
     for step, path in steps:
         if not path.is_dir():
             continue
         reason = damage(path, MARKER, step)
         if reason is None:
-            return CheckpointInfo(path, step)
+            return CheckpointInfo(path, step), damaged
+        damaged.append((path, reason))
+    return None, damaged
+
+
+def find_latest_checkpoint(run_dir: str | Path) -> CheckpointInfo | None:
+    """The newest whole checkpoint, checksums verified. Each newer one that is damaged
+    (a missing or truncated file, a file that does not match its checksum, a bad marker)
+    is renamed aside with a one-line warning saying what is wrong, and the search falls
+    back to the next older one."""
+    pointer = Path(run_dir) / CHECKPOINT_DIR / LATEST
+    if pointer.is_file():
+        name = pointer.read_text(encoding="utf-8", errors="replace").strip()
+        # Only a checkpoint folder of this run: a hand-edited pointer to elsewhere is ignored.
+        if not (name and Path(name).name == name and _NAME.match(name)):
+            log.warning("%s names %r, not a checkpoint of this run: ignored", pointer, name)
+    newest, damaged = scan_checkpoints(run_dir)
+    for path, reason in damaged:
         _set_aside(path, reason)
-    return None
+    return newest
 
 
 def _read(path: Path, reader: Callable[[Path], Any]) -> Any:
