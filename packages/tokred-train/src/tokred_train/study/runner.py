@@ -21,6 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -274,7 +277,10 @@ class StudyRunner:
         todo = [i for i in which if i not in done]
         # spawn: a fresh interpreter per worker (no fork of a process holding torch threads).
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+        pool = ProcessPoolExecutor(
+            max_workers=jobs, mp_context=context, initializer=_stop_with, initargs=(os.getpid(),)
+        )
+        with pool:
             futures = {pool.submit(_run_in_worker, self._settings(), *order[i]): i for i in todo}
             self.say(f"{len(todo)} runs queued for {jobs} workers")
             for future in as_completed(futures):
@@ -294,9 +300,33 @@ class StudyRunner:
         }
 
 
+#: Set in a worker whose study process is gone (`_stop_with`).
+_ORPHANED = threading.Event()
+
+
+def _stop_with(parent: int) -> None:
+    """A worker's initializer: when the study process is gone (killed, or stopped by a
+    SIGTERM that ran no handler of ours), the worker sends itself SIGTERM, so its run
+    checkpoints and stops (run/interrupt.py) instead of training on, orphaned, into a
+    folder a rerun of the study is training into too."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        _ORPHANED.set()
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="tokred-study-parent-watch", daemon=True).start()
+
+
 def _run_in_worker(settings: dict[str, Any], arm: Arm, spec: RunSpec, seed: int) -> RunRecord:
     """One run in a worker process of `StudyRunner.run_all(jobs > 1)`."""
-    return StudyRunner(**settings).run(arm, spec, seed)
+    try:
+        return StudyRunner(**settings).run(arm, spec, seed)
+    except KeyboardInterrupt:
+        if _ORPHANED.is_set():  # nobody is left to take the result: the pool would wait on
+            os._exit(128 + signal.SIGTERM)  # its queue forever
+        raise
 
 
 def _scores(
