@@ -176,6 +176,8 @@ CASES = [
     P([*STUDY, "--set", "data.understanding_ratio=1"], YAML, "understanding_ratio=1.0", id="study-cannot-train-generation"),
     P([*STUDY, "--set", "optim.nope=1"], YAML, "optim.nope", id="study-unknown-key"),
     P(["study", "{tmp}/absent.yaml", "--out", "{tmp}/study"], {}, "{tmp}/absent.yaml", id="study-missing-config"),
+    P([*STUDY, "--fid-weights", "{tmp}/inception.pt"], YAML, "FID weights {tmp}/inception.pt not found", id="study-fid-weights-missing"),
+    P([*STUDY, "--fid-weights", "{tmp}/w.pt", "--generation", "1"], {**YAML, "w.pt": "x"}, "--generation 1: FID needs at least 2", id="study-fid-one-prompt"),
 ]  # fmt: skip
 
 

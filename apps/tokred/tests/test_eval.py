@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from PIL import Image
@@ -89,6 +90,21 @@ def test_eval_of_a_reduced_run_uses_its_reduction(runs, tmp_path, capsys):
     cached = json.loads((out / "eval.json").read_text())
     assert cached["understanding"]["mode"] == "cached"
     assert cached["settings"]["temperature"] == 1.0
+
+
+def test_eval_scores_fid_with_a_local_feature_extractor(runs, tmp_path, capsys):
+    from tokred_train.testing import save_tiny_feature_extractor
+
+    weights = save_tiny_feature_extractor(tmp_path / "inception.pt")
+    out = tmp_path / "ev"
+    argv = ["eval", str(runs["baseline"]), "--out", str(out), "--understanding", "0"]
+    assert main([*argv, "--generation", "4", "--fid-weights", str(weights)]) == 0
+    assert "generation: FID" in capsys.readouterr().out
+    g = json.loads((out / "eval.json").read_text())["generation"]
+    assert math.isfinite(g["fid"]) and g["fid"] >= -1e-6
+    assert g["fid_images"] == 4 and g["fid_weights"] == str(weights)
+    assert g["fid_reference"] == "validation images"
+    assert g["total"] == 4 and "accuracy" in g  # the detector still scores the shapes set
 
 
 @pytest.mark.parametrize(

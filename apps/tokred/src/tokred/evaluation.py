@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from tokred_core import TokredError
+from tokred_train.eval.fid import load_feature_extractor
 from tokred_train.eval.run import evaluate_run, load_run
 
 from .policy_arg import parse_policy_arg
@@ -25,9 +26,11 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 64,
     cfg_weight: float | None = None,
+    fid_weights: str | Path | None = None,
 ) -> dict[str, Any]:
     """`tokred eval`: check the arguments, load the run, score it into `out` (default
-    RUN_DIR/eval); returns eval.json's content."""
+    RUN_DIR/eval); returns eval.json's content. fid_weights: a local TorchScript FID
+    network (inception-2015-12-05.pt): the generated images are then scored by FID too."""
     for name, value in (("understanding", understanding), ("generation", generation)):
         if value is not None and value < 0:
             raise TokredError(f"--{name} {value}: need 0 or more")
@@ -38,6 +41,8 @@ def evaluate(
         raise TokredError(
             "--mode cached runs the unreduced model: drop --policy or use --mode reduced"
         )
+    # Read the FID network before the run: a bad file is one line, before any model loads.
+    fid = load_feature_extractor(fid_weights) if fid_weights is not None else None
     return evaluate_run(
         load_run(Path(run_dir)),
         Path(out) if out else None,
@@ -49,6 +54,7 @@ def evaluate(
         seed=seed,
         batch_size=batch_size,
         cfg_weight=cfg_weight,
+        fid=fid,
     )
 
 
@@ -80,9 +86,14 @@ def format_eval(result: dict) -> str:
             lines.append(
                 f"  {attr:<9} {_pct(g['per_attribute'][attr]):>6}  (chance {_pct(g['chance'][attr])})"
             )
-    elif g:
+    elif g and "fid" not in g:
         lines.append(
             f"generation: {g['total']} images drawn, not scored (no detector for this data)"
+        )
+    if g and "fid" in g:
+        lines.append(
+            f"generation: FID {g['fid']:.2f} on {g['fid_images']} images against the "
+            f"{g['fid_reference']} (lower is better; {g['fid_weights']})"
         )
     if result.get("sample_grid"):
         lines.append(f"samples: {result['sample_grid']}")

@@ -18,9 +18,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from tokred_train.study.report import score_scale  # noqa: E402
 
 __all__ = ["plot_scores", "plot_synergy_vs_cost", "plot_conflict"]
 
+#: The y axis of a score kind's panel (the rest are shares, in %).
+_Y_LABELS = {"val_loss": "loss x100", "fid": "FID (lower is better)"}
 _KIND_COLORS = {
     "unified": "#4e79a7",
     "isolated-understanding": "#f28e2b",
@@ -36,13 +39,15 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _bar(ax, x: float, est: Mapping[str, Any] | None, color: str, label: str | None) -> None:
+def _bar(
+    ax, x: float, est: Mapping[str, Any] | None, color: str, label: str | None, scale: float
+) -> None:
     if not est or est.get("mean") is None:
         return
-    mean = est["mean"] * 100
+    mean = est["mean"] * scale
     err = None
     if est.get("low") is not None:
-        err = [[mean - est["low"] * 100], [est["high"] * 100 - mean]]
+        err = [[mean - est["low"] * scale], [est["high"] * scale - mean]]
     ax.bar(x, mean, width=0.26, color=color, yerr=err, capsize=3, label=label)
 
 
@@ -52,6 +57,7 @@ def plot_scores(study: Mapping[str, Any], path: Path) -> Path:
     arms = list(study["arms"])
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 + 1.3 * len(arms), 3.8), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
+        score_kind = study["score_kinds"][task]
         seen: set[str] = set()
         for i, arm in enumerate(arms):
             for j, (kind, color) in enumerate(_KIND_COLORS.items()):
@@ -59,10 +65,10 @@ def plot_scores(study: Mapping[str, Any], path: Path) -> Path:
                 label = kind if kind not in seen and est else None
                 if label:
                     seen.add(kind)
-                _bar(ax, i + (j - 1) * 0.28, est, color, label)
+                _bar(ax, i + (j - 1) * 0.28, est, color, label, score_scale(score_kind))
         ax.set_xticks(range(len(arms)), [a.replace("@", "\n@") for a in arms], fontsize=7)
-        ax.set_title(f"{task} ({study['score_kinds'][task]})", fontsize=9)
-        ax.set_ylabel("score (%)" if study["score_kinds"][task] != "val_loss" else "loss x100")
+        ax.set_title(f"{task} ({score_kind})", fontsize=9)
+        ax.set_ylabel(_Y_LABELS.get(score_kind, "score (%)"))
         ax.legend(fontsize=7)
     return _save(fig, path)
 

@@ -101,6 +101,7 @@ def run_synergy_study(
     jobs: int | None = None,
     num_understanding: int,
     num_generation: int,
+    fid_weights: str | None = None,
 ) -> dict[str, Any]:
     """Run (or finish) the study; returns study.json's content."""
     from tokred_train import load_config
@@ -126,6 +127,7 @@ def run_synergy_study(
         jobs=jobs,
         num_understanding=num_understanding,
         num_generation=num_generation,
+        fid_weights=fid_weights,
         on_event=say,
         draw_figures=_figures,
     )

@@ -5,7 +5,8 @@ Why: nothing can be downloaded here, yet `model.kind: hf` runs read a Hugging Fa
 transformers architecture at toy size (the configs of `tokred_models.testing`), with a
 word-level tokenizer covering the texts a test trains on, so a recipe runs end to end
 (load, 4-bit, patch, LoRA, data, loss) in seconds. The weights are random: stand-ins check
-plumbing, never quality. `tiny_run_config` is the training config of such a run.
+plumbing, never quality. `tiny_run_config` is the training config of such a run, and
+`save_tiny_feature_extractor` stands in for the FID Inception network file.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = [
     "snapshot_parameters",
     "changed_parameters",
     "retrain",
+    "save_tiny_feature_extractor",
 ]
 
 _WORD = re.compile(r"\w+|[^\w\s]")
@@ -341,3 +343,45 @@ def tiny_run_config(
     for section, values in sections.items():
         base.setdefault(section, {}).update(values)
     return load_config(base)
+
+
+class _TinyFeatures(torch.nn.Module):
+    """The FID Inception network's interface at toy size: float images (N, 3, H, W) in
+    0..255, any size; pool features with return_features=True, else class logits."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, features, 3, padding=1)
+        self.head = torch.nn.Linear(features, 4)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        pooled = torch.relu(self.conv(x / 127.5 - 1.0)).mean(dim=(2, 3))
+        return pooled if return_features else self.head(pooled)
+
+
+class _TinyPlainFeatures(torch.nn.Module):
+    """An extractor whose forward takes the images only and returns (N, C, 1, 1)."""
+
+    def __init__(self, features: int) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, features, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x / 255.0)), 1)
+
+
+def save_tiny_feature_extractor(
+    path: str | Path, *, return_features: bool = True, features: int = 8, seed: int = 0
+) -> Path:
+    """A TorchScript feature extractor at `path` (random weights: plumbing, not quality),
+    read like the FID network: with a `return_features` argument, or without one."""
+    with torch.random.fork_rng(devices=[]):  # seeded weights, the caller's RNG untouched
+        torch.manual_seed(seed)
+        module = _TinyFeatures(features) if return_features else _TinyPlainFeatures(features)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's own deprecation notice
+        scripted = torch.jit.script(module.eval())
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scripted.save(str(path))
+    return path

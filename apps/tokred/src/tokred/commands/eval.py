@@ -5,7 +5,11 @@
   majority-answer baseline;
 - generation: one image per held-out caption (greedy over image codes only, or seeded
   sampling with --temperature), checked by the shapes detector for kind, colour and
-  position (chance 1/3, 1/4, 1/4), plus a PNG grid of prompts and images.
+  position (chance 1/3, 1/4, 1/4), plus a PNG grid of prompts and images;
+- with --fid-weights FILE (your local copy of the standard FID network
+  inception-2015-12-05.pt, a TorchScript file; nothing is downloaded): the FID of the
+  generated images against the validation images of the same prompts (lower is better),
+  on the shapes set and on real data alike.
 
 The model is evaluated under the reduction it was trained with (decoding without a KV
 cache, the full sequence and its layout every step); --policy none evaluates it without
@@ -66,6 +70,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="classifier-free guidance for Janus generation (Janus-Pro samples with 5); "
         "default: none",
     )
+    parser.add_argument(
+        "--fid-weights",
+        metavar="PATH",
+        default=None,
+        help="a local TorchScript FID network (inception-2015-12-05.pt): also score the "
+        "generated images by FID against the validation images; nothing is downloaded",
+    )
     parser.add_argument("--seed", type=count(0), default=0, help="sampling seed (default 0)")
     parser.add_argument("--batch-size", type=count(1), default=64, metavar="B", help="default 64")
     parser.add_argument("--json", action="store_true", help="print eval.json instead of a summary")
@@ -85,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
         cfg_weight=args.cfg_weight,
+        fid_weights=args.fid_weights,
     )
     print(json.dumps(out, indent=2) if args.json else format_eval(out))
     return 0
@@ -92,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
 
 COMMAND = Command(
     name="eval",
-    help="understanding accuracy and generation detector scores of a trained run",
+    help="understanding accuracy and generation scores (detector, or FID) of a trained run",
     description=__doc__,
     configure=configure,
     run=run,

@@ -7,7 +7,10 @@ Writes OUT/report.md, OUT/study.json (every number of the report: per-seed score
 and 95% intervals, synergy and synergy kept, FLOPs and step-time ratios) and
 OUT/figures/. Rerunning the same command finishes an interrupted study and reuses every
 complete run. CONFIG is any config `tokred train` takes (default: the shipped `study`
-benchmark).
+benchmark). Generation is scored by the shapes detector, else by the validation
+image-token loss, or, with --fid-weights FILE (your local copy of the standard FID network
+inception-2015-12-05.pt; nothing is downloaded), by FID against the validation images;
+the report says which.
 """
 
 from __future__ import annotations
@@ -62,6 +65,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--generation", type=count(0), default=400, metavar="N", help="prompts scored (400)"
     )
+    parser.add_argument(
+        "--fid-weights",
+        metavar="PATH",
+        default=None,
+        help="a local TorchScript FID network (inception-2015-12-05.pt): score generation by "
+        "FID against the validation images (lower is better); nothing is downloaded",
+    )
     add_set_option(parser, "a config override for every run, e.g. optim.max_steps=300")
 
 
@@ -79,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
         overrides=args.overrides,
         num_understanding=args.understanding,
         num_generation=args.generation,
+        fid_weights=args.fid_weights,
     )
     return 0
 

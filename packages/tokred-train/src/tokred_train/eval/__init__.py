@@ -5,6 +5,7 @@ records        the held-out shapes records with their image codes
 decode         batched decoding, cached or under the run's reduction
 understanding  greedy answers, scored
 generation     constrained image sampling, checked by the shapes detector
+fid            Fréchet Inception Distance from a local TorchScript feature extractor
 janus          Janus as a one-task causal LM, so decoding runs it unchanged
 grid           a PNG grid of generated images (PIL only)
 allocation     layerwise attention allocation over validation data (PAPER.md sec. 1)
@@ -21,6 +22,9 @@ from .answers import (
     score_answers,
 )
 from .decode import DECODE_MODES, decode_batch, reduction_context
+
+# Not `fid` itself: that name would hide the module tokred_train.eval.fid.
+from .fid import FeatureExtractor, FidReference, frechet_distance, load_feature_extractor
 from .generation import (
     GENERATION_ATTRIBUTES,
     GenerationResult,
@@ -40,6 +44,8 @@ __all__ = [
     "DECODE_MODES",
     "GENERATION_ATTRIBUTES",
     "QUESTION_TYPES",
+    "FeatureExtractor",
+    "FidReference",
     "GenerationResult",
     "TypeScore",
     "UnderstandingResult",
@@ -47,11 +53,13 @@ __all__ = [
     "evaluate_generation",
     "evaluate_understanding",
     "exact_match",
+    "frechet_distance",
     "generate_image_codes",
     "generation_chance",
     "ImageBlock",
     "image_block",
     "image_writing",
+    "load_feature_extractor",
     "normalize_answer",
     "question_type",
     "reduction_context",

@@ -15,7 +15,7 @@ with (`evaluate_decode` explains the decode modes).
 config (the validation images come from their own seeded stream, so the split is the one
 the run held out) and every generation prompt carries the shapes the detector checks;
 for real formats the understanding records are the held-out samples and generation
-images are produced but not scored (there is no detector for real images).
+images are scored only by FID, when a feature extractor is given (eval/fid.py).
 
 Model families (tokred_train.families): Janus decodes through `JanusForDecoding`
 (SigLIP pixels for questions, generation_head for codes). Images are written slot by slot
@@ -50,6 +50,7 @@ from ..run.loop import RunResult
 from ..run.provenance import RUN_FILE, check_same_run, read_provenance
 from ..run.setup import CONFIG_FILE
 from .answers import UnderstandingResult
+from .fid import FeatureExtractor, FidReference
 from .generation import (
     GenerationResult,
     evaluate_generation,
@@ -285,19 +286,22 @@ def evaluate_run(
     batch_size: int = 64,
     grid_size: int = 16,
     cfg_weight: float | None = None,
+    fid: FeatureExtractor | None = None,
 ) -> dict[str, Any]:
     """Score both tasks; write eval.json and samples.png into out_dir (default
     RUN_DIR/eval). Returns the JSON-ready results. cfg_weight: classifier-free guidance of
-    Janus generation (see evaluate_janus.py)."""
+    Janus generation (see evaluate_janus.py). fid (`eval.fid.load_feature_extractor`):
+    also score the generated images by FID against the prompts' reference images."""
     answerer, writer = _decoders(run, cfg_weight)  # bad arguments fail before any write
     if out_dir is None:
         if run.run_dir is None:
             raise TokredError("give out_dir: this run has no folder")
         out_dir = run.run_dir / EVAL_DIR
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     und, codes, gen, refs, und_pixels = eval_records(run, num_understanding, num_generation)
     settings = _Decoding(mode, policies, temperature, seed, batch_size)
+    reference = _fid_reference(run, gen, refs, fid, settings)  # a bad extractor fails here
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     out: dict[str, Any] = {"run_dir": str(run.run_dir) if run.run_dir else None}
     started = time.perf_counter()
     u: UnderstandingResult | None = None
@@ -317,9 +321,11 @@ def evaluate_run(
     out["understanding_time_s"] = time.perf_counter() - started
     started = time.perf_counter()
     if gen:
-        out.update(
-            _generation(run, writer, gen, refs, settings, out_dir / "samples.png", grid_size)
-        )
+        grid = out_dir / "samples.png"
+        part, images = _generation(run, writer, gen, refs, settings, grid, grid_size)
+        out.update(part)
+        if reference is not None and images is not None:
+            out["generation"].update(reference.score(images))
     out["generation_time_s"] = time.perf_counter() - started
     out["settings"] = {
         "num_understanding": len(und),
@@ -355,12 +361,13 @@ def _generation(
     settings: _Decoding,
     grid_path: Path,
     grid_size: int,
-) -> dict[str, Any]:
-    """The generation part of eval.json: scored by the detector on the shapes set, only
-    generated elsewhere (or skipped, saying why); plus the sample grid."""
+) -> tuple[dict[str, Any], Any]:
+    """(the generation part of eval.json: scored by the detector on the shapes set, only
+    generated elsewhere (or skipped, saying why), plus the sample grid; the generated
+    uint8 (B, H, W, 3) images, or None)."""
     why_not = generation_unsupported(run)
     if why_not is not None:
-        return {"generation": {"total": 0, "skipped": why_not}}
+        return {"generation": {"total": 0, "skipped": why_not}}, None
     out: dict[str, Any] = {}
     if run.config.data.kind == "shapes":
         g: GenerationResult = evaluate_generation(
@@ -392,7 +399,7 @@ def _generation(
             title=f"generated (frame: detector check {'passed' if marks else 'n/a'})",
         )
         out["sample_grid"] = str(grid)
-    return out
+    return out, images
 
 
 def _generate_unscored(
@@ -415,3 +422,24 @@ def _generate_unscored(
     if isinstance(images, torch.Tensor):
         images = images.numpy()
     return images, [r["prompt"] for r in gen]
+
+
+def _fid_reference(
+    run: LoadedRun,
+    gen: list[dict[str, Any]],
+    refs: list[Any] | None,
+    fid: FeatureExtractor | None,
+    settings: _Decoding,
+) -> FidReference | None:
+    """What FID compares the generated images with, measured before any decoding so a
+    bad extractor (or too few prompts) fails first; None without FID or images. Real
+    formats keep only the codes of their validation images: the reference is then the
+    VQ's reconstruction of them, so FID measures the model, not the tokenizer's loss."""
+    if fid is None or not gen or generation_unsupported(run) is not None:
+        return None
+    what = "validation images"
+    if refs is None:
+        refs = run.vq.decode(run.data.val["generation"].codes[: len(gen)].long())
+        what = "VQ reconstructions of the validation images"
+    device = next(run.model.parameters()).device
+    return FidReference.of(fid, refs, what, settings.batch_size, device)

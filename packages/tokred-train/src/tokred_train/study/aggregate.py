@@ -3,8 +3,8 @@ and intervals; synergy (unified minus isolated, within each seed) and synergy ke
 accelerated arm's synergy over the baseline's); Δm%; and each arm's cost against the
 baseline (cost-model FLOPs, measured step time, tokens/s, peak memory).
 
-Signs: a score where lower is better (a validation loss) is turned so that a positive
-synergy always means joint training helped.
+Signs: a score where lower is better (a validation loss, FID) is turned so that a
+positive synergy always means joint training helped.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tokred_core import TASK_NAMES
+from tokred_core import TASK_NAMES, TokredError
 
 from .arms import BASELINE
 from .runner import RunRecord
@@ -20,7 +20,7 @@ from .stats import Estimate, delta_m, estimate, paired_difference, ratio_estimat
 
 __all__ = ["aggregate"]
 
-_LOWER_IS_BETTER = {"accuracy": False, "detector": False, "val_loss": True}
+_LOWER_IS_BETTER = {"accuracy": False, "detector": False, "val_loss": True, "fid": True}
 UNIFIED = "unified"
 
 
@@ -127,7 +127,13 @@ def aggregate(records: Sequence[RunRecord], arms: Sequence[str]) -> dict[str, An
     kinds: dict[str, str] = {}
     for r in records:
         for task, kind in r.score_kinds.items():
-            kinds.setdefault(task, kind)
+            if kinds.setdefault(task, kind) != kind:
+                # e.g. a study resumed with --fid-weights over runs scored by the detector:
+                # their numbers do not compare.
+                raise TokredError(
+                    f"{r.arm} {r.kind} seed {r.seed} scored {task} by {kind}, other runs by "
+                    f"{kinds[task]}: rerun the study into a new --out, with the same options"
+                )
     kinds = {t: kinds[t] for t in TASK_NAMES if t in kinds}
     return {
         "score_kinds": kinds,

@@ -6,7 +6,8 @@ write study.json and report.md.
 
 It runs on any config `tokred train` takes (the embedded benchmark, or a real model's
 recipe); only the scores differ: detector scores on the shapes set, the validation
-image-token loss for generation elsewhere (the report says which).
+image-token loss for generation elsewhere, or FID everywhere when `fid_weights` names a
+local FID network (the report says which).
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def run_study(
     num_understanding: int = 400,
     num_generation: int = 400,
     probe_samples: int = 32,
+    fid_weights: str | Path | None = None,
     on_event: Callable[[str], None] | None = None,
     draw_figures: Callable[[dict[str, Any], Path], Sequence[str]] | None = None,
 ) -> dict[str, Any]:
@@ -96,7 +98,9 @@ def run_study(
     `jobs`: runs trained at once, each in its own process (StudyRunner.run_all); the
     runner checks it, like the budget, before anything is trained or written.
     `draw_figures(study, out_dir)` draws figures (tokred-train has no plotting) and returns
-    their paths relative to out_dir, which report.md then links."""
+    their paths relative to out_dir, which report.md then links. `fid_weights`: a local
+    TorchScript FID network (eval/fid.py): generation is then scored by FID, and the
+    file is read before anything is trained."""
     check_study_config(config, seeds)
     arm_list = parse_arms(list(arms)) if arms and isinstance(arms[0], str) else list(arms)
     out = Path(out_dir)
@@ -109,6 +113,7 @@ def run_study(
         num_generation=num_generation,
         jobs=jobs,
         on_event=say,
+        fid_weights=fid_weights,
     )
     started = time.perf_counter()
     seed_list = [config.run.seed + i for i in range(seeds)]
@@ -123,7 +128,11 @@ def run_study(
         "seeds": seed_list,
         "budget": budget,
         "jobs": jobs,
-        "eval": {"num_understanding": num_understanding, "num_generation": num_generation},
+        "eval": {
+            "num_understanding": num_understanding,
+            "num_generation": num_generation,
+            "fid_weights": str(fid_weights) if fid_weights is not None else None,
+        },
         "config": config_to_dict(config),
         "records": [r.to_dict() for r in records],
         **numbers,

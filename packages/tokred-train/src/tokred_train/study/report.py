@@ -6,7 +6,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["render_report"]
+__all__ = ["SCORE_KIND_WORDS", "render_report", "score_scale"]
+
+#: What each score kind (study.json's score_kinds) is, as the report says it.
+SCORE_KIND_WORDS = {
+    "accuracy": "exact-match accuracy, in %",
+    "detector": "share of images the shapes detector passes, in %",
+    "val_loss": "validation image-token loss x100, lower is better",
+    "fid": "FID against the validation images (their VQ reconstructions on real data), "
+    "lower is better",
+}
+
+
+def score_scale(kind: str) -> float:
+    """The factor a kind's scores and synergies are shown at: x100 for shares (and the
+    loss, as before); FID as it is, the unit every FID is quoted in."""
+    return 1.0 if kind == "fid" else 100.0
 
 
 def _ci(est: Mapping[str, Any] | None, scale: float = 100.0, unit: str = "") -> str:
@@ -34,7 +49,10 @@ def _scores_table(study: Mapping[str, Any]) -> list[str]:
     ]
     for arm in study["arms"]:
         for kind, per_task in study["arms"][arm]["runs"].items():
-            cells = [_ci(per_task.get(t, {}).get("estimate")) for t in tasks]
+            cells = [
+                _ci(per_task.get(t, {}).get("estimate"), score_scale(study["score_kinds"][t]))
+                for t in tasks
+            ]
             lines.append(f"| {arm} | {kind} | " + " | ".join(cells) + " |")
     return lines
 
@@ -55,7 +73,7 @@ def _synergy_table(study: Mapping[str, Any]) -> list[str]:
                 shown = "- (no baseline synergy to keep)"
             else:
                 shown = _ratio(kept)
-            cells += [_ci(a["synergy"].get(t)), shown]
+            cells += [_ci(a["synergy"].get(t), score_scale(study["score_kinds"][t])), shown]
         lines.append(f"| {arm} | " + " | ".join(cells) + f" | {_ci(a['delta_m_percent'], 1.0)} |")
     return lines
 
@@ -110,9 +128,11 @@ def _findings(study: Mapping[str, Any]) -> list[str]:
     else:
         lines.append("- (a) asymmetry: not measured (no baseline unified run).")
     for task, entry in f["b_unified_beats_isolated"].items():
+        kind = study["score_kinds"].get(task, "")
         lines.append(
             f"- (b) unified beats isolated on {task}: **{entry['verdict']}** "
-            f"(synergy {_ci(entry['synergy'])} points)."
+            f"(synergy {_ci(entry['synergy'], score_scale(kind))} "
+            f"{'FID' if kind == 'fid' else 'points'})."
         )
     base = study["arms"].get("baseline", {}).get("synergy", {})
     for task, entry in f["c_synergy_lost_and_recovered"].items():
@@ -143,7 +163,7 @@ _BUDGET_TEXT = {
 
 def render_report(study: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
     seeds = study["seeds"]
-    kinds = ", ".join(f"{t}: {k}" for t, k in study["score_kinds"].items())
+    kinds = "; ".join(f"{t}: {SCORE_KIND_WORDS.get(k, k)}" for t, k in study["score_kinds"].items())
     lines = [
         "# Synergy study",
         "",
@@ -156,8 +176,9 @@ def render_report(study: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
             if study.get("jobs", 1) > 1
             else ""
         ),
-        f"Scores ({kinds}) are percentages with 95% t-intervals over seeds; synergy is unified "
-        "minus isolated within each seed (signed so that + means joint training helped); kept "
+        f"Scores ({kinds}) are means with 95% t-intervals over seeds; synergy is unified "
+        "minus isolated within each seed, in the score's units (signed so that + means "
+        "joint training helped); kept "
         "is an arm's synergy over the baseline's, with Fieller's interval (none shown: not "
         "bounded at these seeds).",
         "",

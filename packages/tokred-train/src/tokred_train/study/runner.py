@@ -35,6 +35,7 @@ from ..atomic import atomic_write_text, fsync_dir
 from ..built_run import build_train_data
 from ..config import TrainConfig, check_policies_fit, load_config
 from ..data.training_data import TrainData
+from ..eval.fid import FeatureExtractor, load_feature_extractor
 from ..eval.run import evaluate_run, run_from_result
 from ..run.loop import RunResult, train
 from .arms import Arm, RunSpec
@@ -63,8 +64,8 @@ class RunRecord:
     kind: str
     seed: int
     scores: dict[str, float]
-    """Per trained task: understanding accuracy, generation detector score (or validation
-    loss where no detector applies; see `score_kinds`)."""
+    """Per trained task: understanding accuracy; generation FID when the study has FID
+    weights, else its detector score, else its validation loss (see `score_kinds`)."""
     score_kinds: dict[str, str]
     step_time_s: float | None
     tokens_per_s: float | None
@@ -100,6 +101,7 @@ class StudyRunner:
         num_generation: int = 400,
         jobs: int = 1,
         on_event: Callable[[str], None] | None = None,
+        fid_weights: str | Path | None = None,
     ) -> None:
         if budget not in BUDGETS:
             raise TokredError(f"budget {budget!r}: use one of {', '.join(BUDGETS)}")
@@ -114,6 +116,15 @@ class StudyRunner:
         self.num_understanding = num_understanding
         self.num_generation = num_generation
         self.say = on_event or (lambda message: log.info("%s", message))
+        # The path travels to worker processes (picklable); each loads the network once.
+        self.fid_weights = None if fid_weights is None else Path(fid_weights)
+        self._fid: FeatureExtractor | None = None
+
+    def feature_extractor(self) -> FeatureExtractor | None:
+        """The FID network, loaded on first use; None when the study scores no FID."""
+        if self.fid_weights is not None and self._fid is None:
+            self._fid = load_feature_extractor(self.fid_weights)
+        return self._fid
 
     def run_dir(self, spec: RunSpec, seed: int) -> Path:
         return self.out_dir / "runs" / spec.arm / spec.kind / f"seed-{seed}"
@@ -149,7 +160,11 @@ class StudyRunner:
         return steps_for_tokens(self._data, isolated, self._unified_tokens[seed])
 
     def check(self, arms: Sequence[Arm], seeds: Sequence[int]) -> None:
-        """Every run's config loads and its policies fit the model, before any training."""
+        """Every run's config loads and its policies fit the model, and the FID network
+        (if any) reads, before any training."""
+        if self.fid_weights is not None and self.num_generation < 2:
+            raise TokredError(f"--generation {self.num_generation}: FID needs at least 2 prompts")
+        self.feature_extractor()
         num_layers = model_num_layers(self.config)
         for arm in arms:
             for spec in arm.runs():
@@ -204,6 +219,7 @@ class StudyRunner:
             num_understanding=self.num_understanding if "understanding" in tasks else 0,
             num_generation=self.num_generation if "generation" in tasks else 0,
             seed=seed,
+            fid=self.feature_extractor() if "generation" in tasks else None,
         )
         scores, kinds = _scores(ev, result.metrics, tasks)
         summary = result.summary
@@ -297,6 +313,7 @@ class StudyRunner:
             "budget": self.budget,
             "num_understanding": self.num_understanding,
             "num_generation": self.num_generation,
+            "fid_weights": self.fid_weights,
         }
 
 
@@ -332,8 +349,9 @@ def _run_in_worker(settings: dict[str, Any], arm: Arm, spec: RunSpec, seed: int)
 def _scores(
     ev: dict[str, Any], metrics: dict[str, Any], tasks: Sequence[str]
 ) -> tuple[dict[str, float], dict[str, str]]:
-    """Each trained task's score and what it is. Generation without a detector (real
-    formats) falls back to the validation image-token loss: lower is better."""
+    """Each trained task's score and what it is. Generation is scored by FID when the
+    evaluation measured it (the study has FID weights), else by the detector (the shapes
+    set), else by the validation image-token loss; FID and loss: lower is better."""
     scores: dict[str, float] = {}
     kinds: dict[str, str] = {}
     if "understanding" in tasks:
@@ -343,7 +361,9 @@ def _scores(
         scores["understanding"], kinds["understanding"] = float(und["accuracy"]), "accuracy"
     if "generation" in tasks:
         gen = ev.get("generation", {})
-        if "accuracy" in gen:
+        if "fid" in gen:
+            scores["generation"], kinds["generation"] = float(gen["fid"]), "fid"
+        elif "accuracy" in gen:
             scores["generation"], kinds["generation"] = float(gen["accuracy"]), "detector"
         elif metrics.get("val_loss_generation") is not None:
             scores["generation"] = float(metrics["val_loss_generation"])
