@@ -26,6 +26,7 @@ from tokred_core import TokenLayout, TokredError
 from torch import nn
 
 from .patch import LAYOUT_KWARG
+from .spmd import zero_touch
 
 __all__ = [
     "JanusUnifiedOutput",
@@ -60,24 +61,32 @@ def janus_input_embeddings(
     text_ids = input_ids.masked_fill(image_code_mask, 0)
     embeds = janus.get_input_embeddings()(text_ids)
     placeholders = (input_ids == model.config.image_token_id) & ~image_code_mask
-    if bool(placeholders.any()):
-        if pixel_values is None:
+    n_placeholders = int(placeholders.sum())
+    if pixel_values is None:
+        if n_placeholders:
             raise TokredError("input_ids hold image placeholders but no pixel_values were given")
-        feats = janus.get_image_features(pixel_values).pooler_output.reshape(-1, embeds.shape[-1])
-        if feats.shape[0] != int(placeholders.sum()):
+        # No understanding image here. The vision encoder cannot run on zero images (its
+        # attention reshapes by -1), so it joins the graph with zero gradients instead
+        # (spmd.py); the code embeddings below run on zero codes.
+        embeds = embeds + zero_touch(janus.vision_model, embeds) + zero_touch(
+            janus.aligner, embeds
+        )
+    else:
+        feats = janus.get_image_features(pixel_values).pooler_output
+        feats = feats.reshape(-1, embeds.shape[-1])
+        if feats.shape[0] != n_placeholders:
             raise TokredError(
-                f"{int(placeholders.sum())} image placeholder tokens but {feats.shape[0]} image features"
+                f"{n_placeholders} image placeholder tokens but {feats.shape[0]} image features"
             )
         embeds = embeds.masked_scatter(placeholders[..., None], feats.to(embeds.dtype))
-    if bool(image_code_mask.any()):
-        codes = input_ids[image_code_mask]
-        num_codes = janus.generation_embeddings.num_embeddings
-        if int(codes.max()) >= num_codes or int(codes.min()) < 0:
-            raise TokredError(
-                f"image codes must lie in 0..{num_codes - 1}, got {int(codes.min())}..{int(codes.max())}"
-            )
-        code_embeds = janus.generation_aligner(janus.generation_embeddings(codes))
-        embeds = embeds.masked_scatter(image_code_mask[..., None], code_embeds.to(embeds.dtype))
+    codes = input_ids[image_code_mask]
+    num_codes = janus.generation_embeddings.num_embeddings
+    if codes.numel() and (int(codes.max()) >= num_codes or int(codes.min()) < 0):
+        raise TokredError(
+            f"image codes must lie in 0..{num_codes - 1}, got {int(codes.min())}..{int(codes.max())}"
+        )
+    code_embeds = janus.generation_aligner(janus.generation_embeddings(codes))
+    embeds = embeds.masked_scatter(image_code_mask[..., None], code_embeds.to(embeds.dtype))
     return embeds
 
 

@@ -61,19 +61,32 @@ def grouped_projection(
 ) -> torch.Tensor:
     """Apply modules[g] to the rows of x (n, d) whose group is g; each row is computed once.
 
-    The common case (one group present) is a plain call, so `none` with `shared` projections
-    costs exactly what the base model does.
+    Every module runs, on zero rows when no row of x is in its group: all processes of a
+    data-parallel or sharded job then run the same modules, and every trainable weight
+    gets a gradient (zeros for an absent group), whatever tasks a process's micro-batch
+    holds. FSDP2 pairs its reduce-scatters by order and DistributedDataParallel's buckets
+    wait for every gradient, so a projection set that one process skipped would pair the
+    wrong collectives (silently so when two sets have equal shapes) or need
+    find_unused_parameters (a graph traversal every step).
+
+    A group that holds every row is a plain call, so `none` costs what the base model does.
     """
     if len(modules) == 1:
         return modules[0](x)
-    present = torch.unique(groups).tolist() if groups.numel() else [0]
-    if len(present) == 1:
-        return modules[present[0]](x)
-    out = None
-    for g in present:
-        rows = torch.nonzero(groups == g).squeeze(1)
-        y = modules[g](x.index_select(0, rows))
+    n = x.shape[0]
+    counts = torch.bincount(groups, minlength=len(modules)).tolist() if n else [0] * len(modules)
+    whole = next((g for g, c in enumerate(counts) if c == n), None)
+    out = modules[whole](x) if whole is not None else None
+    for g, module in enumerate(modules):
+        if g == whole:
+            continue
+        if counts[g]:
+            rows = torch.nonzero(groups == g).squeeze(1)
+        else:
+            rows = groups.new_empty(0)
+        y = module(x.index_select(0, rows))
         if out is None:
-            out = y.new_zeros(x.shape[0], y.shape[-1])
+            out = y.new_zeros(n, y.shape[-1])
+        # index_copy keeps a zero-row y in the graph: its weights get zero gradients.
         out = out.index_copy(0, rows, y.to(out.dtype))
     return out

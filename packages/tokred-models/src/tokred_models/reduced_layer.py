@@ -31,6 +31,7 @@ from torch import nn
 from .adapters.base import DecoderAdapter
 from .bucketed_attention import KeyPart, bucketed_attention
 from .projections import grouped_projection, projection_modules
+from .spmd import zero_touch
 from .state import ExecutionState
 
 __all__ = ["ReducedLayerForward"]
@@ -123,8 +124,8 @@ class ReducedLayerForward:
             embeddings = state.embeddings
         roles = state.roles[self.layer_idx]
         a_idx = token_index(roles == Role.ACTIVE)
-        if a_idx.total == 0:
-            return x  # nothing has work in this layer
+        if a_idx.total == 0:  # nothing has work in this layer
+            return x + zero_touch(self.layer, x)
         cos, sin = (t.expand(bsz, -1, -1).reshape(bsz * seq, -1) for t in position_embeddings)
         groups = state.groups.reshape(-1)
         x_act, q, keys = self._active_qkv(x, a_idx, groups, cos, sin, seq)

@@ -26,7 +26,7 @@ from .data.pipeline import build_embedded_data
 from .data.protocols import ImageTokenizer, TokenVocab
 from .data.training_data import TrainData
 from .families import build_model_io
-from .model.builder import BuiltModel, build_model
+from .model.builder import BuiltModel, build_model, count_parameters
 
 __all__ = ["BuiltRun", "build_run", "build_train_data", "saved_embedded_io"]
 
@@ -92,6 +92,7 @@ def build_run(
     else:  # the model brings its vocabulary and image tokenizer
         built = build_model(config, None, device)
         data = build_train_data(config, built.base)
+        _freeze_image_tokenizer(built, data)
         _check_positions(config, built.base, data)
     rows = built.base.get_input_embeddings().num_embeddings
     if data.vocab.vocab_size > rows:
@@ -99,6 +100,17 @@ def build_run(
             f"the vocabulary has {data.vocab.vocab_size} ids but the model embeds only {rows}"
         )
     return BuiltRun(config, built, data)
+
+
+def _freeze_image_tokenizer(built: BuiltModel, data: TrainData) -> None:
+    """Freeze the family's VQ model inside the Hugging Face model (Janus, Emu3, Chameleon):
+    it turns images into codes before a batch exists, under no_grad, so no loss reaches
+    it. Left trainable it would only hold optimizer memory and, never getting a gradient,
+    stall DistributedDataParallel's buckets and FSDP2's reduce-scatters."""
+    vq = getattr(data.image_tokenizer, "vqmodel", None)
+    if isinstance(vq, nn.Module) and any(p.requires_grad for p in vq.parameters()):
+        vq.requires_grad_(False)
+        built.trainable_parameters = count_parameters(built.model)[0]
 
 
 def _position_limit(config: TrainConfig, base: nn.Module | None) -> tuple[int, str, str] | None:

@@ -126,8 +126,8 @@ class TrainStep(nn.Module):
             layout=batch["layout"],
         )
         sums = head_loss_sums(hidden, targets.text, head=self._parts[1])
-        if targets.image is not None and len(targets.image.index):
-            head = self.model.model.generation_head
+        if targets.image is not None:  # on zero rows without generation targets: every
+            head = self.model.model.generation_head  # process runs the same modules
             sums = sums + head_loss_sums(hidden, targets.image, head=head)
         return sums
 
