@@ -108,6 +108,13 @@ CASES = [
     P(_t("data.on_bad_record=maybe"), {}, "data.on_bad_record: 'maybe'", id="train-on-bad-record"),
     P(_t("run.on_nonfinite=maybe"), {}, "run.on_nonfinite: 'maybe'", id="train-on-nonfinite"),
     P(_t("run.device=tpu"), {}, "run.device: 'tpu'", id="train-bad-device"),
+    P(_t("run.distributed=zero3"), {}, "run.distributed: 'zero3'", id="train-distributed"),
+    P(
+        _t("run.distributed=fsdp"),
+        {},
+        "run.distributed=fsdp needs a process group",
+        id="train-fsdp-one-process",
+    ),
     P(_t("data.understanding_ratio=1.5"), {}, "data.understanding_ratio: 1.5", id="train-ratio"),
     P(_t("data.train_tasks=[captioning]"), {}, "data.train_tasks", id="train-unknown-task"),
     P(_t("data.patch_size=5"), {}, "data.patch_size: 5", id="train-patch-does-not-divide"),

@@ -167,12 +167,23 @@ class RunConfig:
     """A step whose gradient norm is inf or NaN (a too high learning rate, an overflow):
     stop, with one line naming the step and the last good checkpoint; or skip_step: drop
     that update (the schedule still advances) and count it in summary.json."""
+    distributed: str = "ddp"
+    """How a torchrun job shares the model: ddp (DistributedDataParallel: a full copy of the
+    weights, gradients and optimizer state per process, for small models) or fsdp (FSDP2
+    `fully_shard` on every decoder layer and the root: each process holds 1/world of them;
+    bf16 parameters with float32 gradient reduction under run.bf16, float32 otherwise;
+    sharded checkpoints through torch.distributed.checkpoint). Ignored in one process."""
+    fsdp_cpu_offload: bool = False
+    """run.distributed=fsdp: keep the sharded parameters, gradients and optimizer state in
+    CPU memory, gathered to the device layer by layer (slower; fits larger models)."""
     checkpoint_on_interrupt: bool = True
     """On SIGINT or SIGTERM (Ctrl-C, a cluster scheduler's notice): finish the current step,
     write a checkpoint, say how to resume and exit 130 or 143 (false: exit without one). A
     second signal stops at once, leaving the newest complete checkpoint as it is."""
 
     def __post_init__(self) -> None:
+        if self.distributed not in ("ddp", "fsdp"):
+            raise _fail("run.distributed", f"{self.distributed!r} must be ddp or fsdp")
         if self.on_nonfinite not in ("stop", "skip_step"):
             raise _fail("run.on_nonfinite", f"{self.on_nonfinite!r} must be stop or skip_step")
         _positive("run", self, "log_every", "threads", "conflict_samples")

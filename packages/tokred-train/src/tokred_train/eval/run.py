@@ -49,6 +49,7 @@ from ..run.checkpoint import CHECKPOINT_DIR, CheckpointInfo, load_checkpoint, sc
 from ..run.loop import RunResult
 from ..run.provenance import RUN_FILE, check_same_run, read_provenance
 from ..run.setup import CONFIG_FILE
+from ..run.sharded_checkpoint import is_sharded_checkpoint, load_sharded_state
 from .answers import UnderstandingResult
 from .fid import FeatureExtractor, FidReference
 from .generation import (
@@ -192,7 +193,10 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> LoadedR
     config = _run_config(run_dir, ckpt.path, device)
     run = build_run(config, device, saved=run_dir)
     built = run.built
-    load_checkpoint(ckpt.path, built.model, map_location=device, restore_rng=False)
+    if is_sharded_checkpoint(ckpt.path):  # a run.distributed=fsdp run's, in one process
+        load_sharded_state(ckpt.path, built.model)
+    else:
+        load_checkpoint(ckpt.path, built.model, map_location=device, restore_rng=False)
     built.model.eval()
     _warn_nonfinite(built.model, ckpt.path)
     return LoadedRun.of(run, run_dir, ckpt.path, _read_summary(run_dir))

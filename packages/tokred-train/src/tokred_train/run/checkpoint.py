@@ -52,6 +52,9 @@ __all__ = [
     "LATEST",
     "CheckpointInfo",
     "save_checkpoint",
+    "commit_checkpoint",
+    "checkpoint_tmp",
+    "trainer_state",
     "find_latest_checkpoint",
     "scan_checkpoints",
     "list_checkpoints",
@@ -157,16 +160,21 @@ def _write_files(
     files: dict[str, Callable[[Path], None]],
     step: int,
     writing: list[Path],
+    written: tuple[str, ...] = (),
 ) -> None:
-    """Each file's writer, then fsync, then the marker with sizes and checksums; `writing`
-    holds the path being written (for the error of a failed write)."""
+    """Each file's writer, then fsync, then the marker with sizes and checksums (of these
+    and of `written`, already in `tmp`); `writing` holds the path being written (for the
+    error of a failed write)."""
     for name, write in files.items():
         writing[:] = [tmp / name]
         write(tmp / name)
         os.chmod(tmp / name, default_file_mode())  # safetensors writes 0600, torch 0644
         _fsync_file(tmp / name)
     writing[:] = [tmp / MARKER]
-    marker = {"step": step, "files": describe_files(tmp, list(files)), "time": time.time()}
+    for name in written:
+        _fsync_file(tmp / name)
+    names = [*written, *files]
+    marker = {"step": step, "files": describe_files(tmp, names), "time": time.time()}
     atomic_write_text(tmp / MARKER, json.dumps(marker) + "\n")
     fsync_dir(tmp)
 
@@ -201,6 +209,16 @@ def _write_failure(exc: BaseException, path: Path, root: Path) -> TokredError | 
     return TokredError(f"cannot write checkpoint file {path}: {reason}; {safe}")
 
 
+def trainer_state(step: int, scheduler: Any, extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """trainer_state.pt: the step, the schedule, the RNG states and `extra` (data position)."""
+    return {
+        "step": step,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": capture_rng_state(),
+        **(dict(extra) if extra else {}),
+    }
+
+
 def save_checkpoint(
     run_dir: str | Path,
     step: int,
@@ -214,30 +232,51 @@ def save_checkpoint(
     """Write checkpoint `step` atomically, point `latest` at it, keep the newest `keep`.
     `provenance` (checkpoint_provenance: the run's config and versions) goes to run.json.
     A write the OS refuses (ENOSPC...) is one TokredError; nothing partial is left."""
-    root = Path(run_dir) / CHECKPOINT_DIR
-    name = checkpoint_name(step)
-    final, tmp = root / name, root / f".tmp-{name}-{os.getpid()}"
-    state = {
-        "step": step,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "rng": capture_rng_state(),
-        **(dict(extra) if extra else {}),
-    }
+    state = trainer_state(step, scheduler, extra)
     weights = trainable_state_dict(model)
     files: dict[str, Callable[[Path], None]] = {
         WEIGHTS: lambda f: save_file(weights, str(f), metadata={"step": str(step)}),
         OPTIMIZER: lambda f: _torch_save(optimizer.state_dict(), f),
         STATE: lambda f: _torch_save(state, f),
     }
+    return commit_checkpoint(run_dir, step, files, keep, provenance)
+
+
+def checkpoint_tmp(run_dir: str | Path, step: int, tag: str | None = None) -> Path:
+    """The temporary folder checkpoint `step` is written into (`tag`: this process's id
+    by default; a sharded checkpoint's ranks share one tag)."""
+    return Path(run_dir) / CHECKPOINT_DIR / f".tmp-{checkpoint_name(step)}-{tag or os.getpid()}"
+
+
+def commit_checkpoint(
+    run_dir: str | Path,
+    step: int,
+    files: dict[str, Callable[[Path], None]],
+    keep: int = 0,
+    provenance: Mapping[str, Any] | None = None,
+    written: tuple[str, ...] = (),
+    tmp: Path | None = None,
+) -> Path:
+    """Each of `files` (name -> writer) into the temporary folder, then the marker (sizes
+    and checksums of those and of `written`, files already in `tmp`: a sharded
+    checkpoint's shards), then the rename into place, `latest`, and the pruning to `keep`.
+    `tmp` None: a fresh folder of this process; given, it already holds `written`."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    name = checkpoint_name(step)
+    final = root / name
+    fresh = tmp is None
+    tmp = checkpoint_tmp(run_dir, step) if tmp is None else tmp
+    files = dict(files)
     if provenance is not None:
         files[RUN_FILE] = lambda f: atomic_write_text(f, json.dumps(provenance, indent=1) + "\n")
     writing = [tmp]
     try:
         root.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
-        _write_files(tmp, files, step, writing)
+        if fresh:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+        _write_files(tmp, files, step, writing, written)
         writing[:] = [final]
         if final.exists():  # an older complete copy of this step: swap it out, then drop it
             old = root / f".old-{name}-{os.getpid()}"

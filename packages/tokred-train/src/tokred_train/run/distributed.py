@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import torch
 from tokred_core import TokredError
 
-__all__ = ["DistInfo", "dist_info", "init_distributed", "barrier", "shutdown_distributed"]
+__all__ = [
+    "DistInfo",
+    "dist_info",
+    "init_distributed",
+    "barrier",
+    "global_sum",
+    "shutdown_distributed",
+]
 
 
 @dataclass(frozen=True)
@@ -66,6 +73,20 @@ def barrier(info: DistInfo) -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+def global_sum(value: int, info: DistInfo, device: torch.device) -> torch.Tensor | int:
+    """`value` summed over the ranks: a tensor on the collective's device under torchrun
+    (NCCL reduces CUDA tensors, gloo CPU ones; left there so the caller does not wait on
+    the device), `value` itself in one process."""
+    if not info.distributed:
+        return value
+    import torch.distributed as dist
+
+    on = device if dist.get_backend() == "nccl" else torch.device("cpu")
+    total = torch.tensor(float(value), device=on)
+    dist.all_reduce(total)
+    return total.to(device, non_blocking=True)
 
 
 def shutdown_distributed(info: DistInfo) -> None:

@@ -25,7 +25,6 @@ run.conflict_every adds, between steps, the tasks' gradient conflict on a fixed 
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import time
@@ -47,7 +46,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .conflict import CONFLICT_FILE, ConflictProbe
-from .distributed import barrier
+from .distributed import barrier, global_sum
 from .interrupt import InterruptWatch, resume_hint
 from .log import SAMPLES_FILE, MetricsLogger
 from .nonfinite import NonFiniteGuard
@@ -56,6 +55,8 @@ from .provenance import checkpoint_provenance
 from .result import RunResult
 from .sampler import MixedBatchSampler
 from .setup import RunSetup, data_position, seed_everything, setup_run
+from .sharded_checkpoint import save_sharded_checkpoint
+from .sharding import full_value, gradient_sync, is_sharded, reshard
 from .step import BatchTargets, batch_targets
 from .summary import SUMMARY_FILE, run_summary
 from .validation import validation_loss
@@ -121,6 +122,11 @@ class Trainer:
         self.evaluator = evaluator
         self.setup: RunSetup = setup_run(config)
         s = self.setup
+        if evaluator is not None and is_sharded(s.trained):
+            raise TokredError(
+                "run.distributed=fsdp: an evaluator gets the whole model, but each rank holds "
+                "a shard of it; evaluate the final checkpoint with `tokred eval` instead"
+            )
         self.logger = MetricsLogger(
             s.run_dir,
             enabled=s.dist.is_main,
@@ -133,6 +139,7 @@ class Trainer:
         self.eval_batch_size = config.eval.batch_size or config.optim.batch_size
         self.window = MetricsWindow(s.dist)
         self.last_checkpoint: Path | None = None
+        self._stand_in: tuple[dict[str, Any], BatchTargets] | None = None
         self.provenance = checkpoint_provenance(config_to_dict(config))
         self.guard = NonFiniteGuard(
             config.run.on_nonfinite, s.optimizer, self.newest_checkpoint, self.flush
@@ -159,23 +166,34 @@ class Trainer:
         the schedule, on no gradient, so every run of a study takes the same steps."""
         s = self.setup
         self._log_samples(step, micros)
-        micros = [(batch, targets) for batch, targets, _ in filter(None, micros)]
-        total = max(sum(sum(t.counts) for _, t in micros), 1)
+        # Under torchrun every rank runs all optim.grad_accum forwards and backwards (FSDP2
+        # gathers each layer per forward, DDP reduces in the last backward): a micro-batch
+        # with no sample of a trained task runs a stand-in sample at weight 0.
+        runs = [
+            (m[0], m[1], 1.0) if m is not None else (*self.stand_in(), 0.0)
+            for m in micros
+            if m is not None or s.dist.distributed
+        ]
+        # The mean over every target of the global step: each rank's sum over all ranks'
+        # targets, times world_size because DDP and FSDP2 average the ranks' gradients.
+        kept = [(b, t) for b, t, weight in runs if weight]
+        total = global_sum(sum(sum(t.counts) for _, t in kept), s.dist, s.device)
+        scale = s.dist.world_size / (
+            total.clamp_min(1) if torch.is_tensor(total) else max(total, 1)
+        )
         sums = torch.zeros(2, dtype=torch.float32, device=s.device)
         tokens = samples = 0
-        for i, (batch, targets) in enumerate(micros):
-            last = i == len(micros) - 1
-            sync = (
-                s.trained.no_sync() if s.dist.distributed and not last else contextlib.nullcontext()
-            )
-            with sync:
+        for i, (batch, targets, weight) in enumerate(runs):
+            with gradient_sync(s.trained, s.dist.distributed, i == len(runs) - 1):
                 with s.autocast():
                     part = s.trained(batch, targets.to(s.device))
-                (part.sum() / total).backward()
-            sums += part.detach()
-            tokens += int(batch["attention_mask"].sum())
-            samples += batch["input_ids"].shape[0]
-        grad_norm = torch.nn.utils.clip_grad_norm_(s.params, self.clip)
+                (part.sum() * (scale * weight)).backward()
+            if weight:
+                sums += part.detach()
+                tokens += int(batch["attention_mask"].sum())
+                samples += batch["input_ids"].shape[0]
+        micros = kept
+        grad_norm = full_value(torch.nn.utils.clip_grad_norm_(s.params, self.clip))
         lr = s.scheduler.get_last_lr()[0]
         if self.guard.allows(step, grad_norm):
             s.optimizer.step()
@@ -183,6 +201,15 @@ class Trainer:
         s.optimizer.zero_grad(set_to_none=True)
         counts = (sum(t.counts[0] for _, t in micros), sum(t.counts[1] for _, t in micros))
         return StepRecord(step, sums, counts, grad_norm.detach(), lr, tokens, samples)
+
+    def stand_in(self) -> tuple[dict[str, Any], BatchTargets]:
+        """The first training sample of the first trained task, collated once: what a rank
+        runs, at weight 0, for a micro-batch that holds no sample of a trained task."""
+        if self._stand_in is None:
+            data = self.setup.data
+            batch = data.collate({self.config.data.train_tasks[0]: [0]})
+            self._stand_in = (batch, batch_targets(batch, data.loss_path))
+        return self._stand_in
 
     # ---- logging, validation, checkpoints -------------------------------------------------
     def _log_samples(self, step: int, micros: list[MicroBatch]) -> None:
@@ -215,6 +242,8 @@ class Trainer:
                     metrics.update(self.evaluator(s.model, s.data, step))
             finally:
                 restore_rng_state(rng)
+                if is_sharded(s.trained):
+                    reshard(s.trained)
             self.logger.log_validation(step, metrics)
         return metrics
 
@@ -241,7 +270,20 @@ class Trainer:
         s = self.setup
         with self.window.paused():
             path = None
-            if s.dist.is_main:
+            if is_sharded(s.trained):  # every rank writes its shards
+                path = save_sharded_checkpoint(
+                    s.run_dir,
+                    step,
+                    s.step_module,
+                    s.optimizer,
+                    s.scheduler,
+                    s.dist,
+                    extra={"data": data_position(step, self.config, s.dist)},
+                    keep=self.config.run.keep_checkpoints,
+                    provenance=self.provenance,
+                    export=step == self.config.optim.max_steps,
+                )
+            elif s.dist.is_main:
                 path = save_checkpoint(
                     s.run_dir,
                     step,

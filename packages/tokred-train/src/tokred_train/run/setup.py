@@ -34,7 +34,6 @@ from .checkpoint import (
     CheckpointInfo,
     find_latest_checkpoint,
     list_checkpoints,
-    load_checkpoint,
     remove_partial_checkpoints,
 )
 from .conflict import CONFLICT_FILE
@@ -43,6 +42,8 @@ from .log import METRICS_FILE, SAMPLES_FILE, VALIDATION_FILE, truncate_jsonl
 from .optim import build_optimizer, build_scheduler
 from .provenance import RUN_FILE, check_same_run, read_provenance, version_changes
 from .sampler import MixedBatchSampler
+from .sharded_checkpoint import load_to_resume
+from .sharding import check_sharding, is_sharded, shard_step_module
 from .step import TrainStep
 
 __all__ = [
@@ -70,7 +71,8 @@ class RunSetup:
     step_module: TrainStep
     """One micro-batch -> loss sums per task, through the patched model's submodules."""
     trained: nn.Module
-    """What the step calls: `step_module`, wrapped in DistributedDataParallel under torchrun."""
+    """What the step calls: `step_module`, wrapped in DistributedDataParallel under torchrun
+    (or, under run.distributed=fsdp, `step_module` itself, sharded in place)."""
     params: list[nn.Parameter]
     """The trainable parameters (clipped together)."""
     optimizer: torch.optim.Optimizer
@@ -169,6 +171,7 @@ def data_position(step: int, config: TrainConfig, dist: DistInfo) -> dict[str, A
     return {
         "micro_batches": step * config.optim.grad_accum,
         "batch_size": config.optim.batch_size,
+        "global_batch": config.optim.batch_size * dist.world_size,
         "grad_accum": config.optim.grad_accum,
         "world_size": dist.world_size,
         "understanding_ratio": config.data.understanding_ratio,
@@ -176,22 +179,38 @@ def data_position(step: int, config: TrainConfig, dist: DistInfo) -> dict[str, A
     }
 
 
-def _wrap_for_ranks(step_module: TrainStep, dist: DistInfo, device: torch.device) -> nn.Module:
+def _wrap_for_ranks(
+    step_module: TrainStep, run: BuiltRun, dist: DistInfo, device: torch.device, bf16: bool
+) -> nn.Module:
+    """The module the step calls: the step module itself in one process, FSDP2-sharded
+    in place under run.distributed=fsdp (sharding.py), else DDP-wrapped."""
     if not dist.distributed:
         return step_module
+    if run.config.run.distributed == "fsdp":
+        handle = run.built.handle
+        layers = handle.adapter.layers(handle.model)
+        return shard_step_module(step_module, layers, run.config, bf16)
     from torch.nn.parallel import DistributedDataParallel
 
     return DistributedDataParallel(
         step_module,
         device_ids=[device.index] if device.type == "cuda" else None,
-        find_unused_parameters=True,  # reduced layers skip the projections a batch lacks
+        # Every trainable weight gets a gradient every step, whatever tasks a rank's
+        # micro-batch holds (tokred_models.spmd), so no graph traversal is needed.
+        find_unused_parameters=False,
     )
 
 
 def _resume(setup: RunSetup, resume: CheckpointInfo) -> int:
     """Load the checkpoint into the model, optimizer and schedule; the step it ends."""
-    state = load_checkpoint(
-        resume.path, setup.model, setup.optimizer, setup.scheduler, map_location=setup.device
+    state = load_to_resume(
+        resume.path,
+        setup.step_module,
+        setup.model,
+        setup.optimizer,
+        setup.scheduler,
+        is_sharded(setup.trained),
+        map_location=setup.device,
     )
     start_step = int(state["step"])
     max_steps = setup.config.optim.max_steps
@@ -202,9 +221,12 @@ def _resume(setup: RunSetup, resume: CheckpointInfo) -> int:
             start_step,
             max_steps,
         )
-    saved = state.get("data", {})
+    saved = dict(state.get("data", {}))
     now = data_position(start_step, setup.config, setup.dist)
-    if {k: saved.get(k) for k in now} != now:
+    # The batches are the same when the global batch is: 2 ranks of 4 resume as 1 of 8.
+    saved.setdefault("global_batch", saved.get("batch_size", 0) * saved.get("world_size", 1))
+    same = ("micro_batches", "global_batch", "grad_accum", "understanding_ratio", "seed")
+    if any(saved.get(k) != now[k] for k in same):
         log.warning("resuming with a different batch layout (%s -> %s): batches differ", saved, now)
     log.info("resumed from %s (step %d)", resume.path, start_step)
     return start_step
@@ -236,6 +258,7 @@ def setup_run(config: TrainConfig) -> RunSetup:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist = init_distributed(device)
+    check_sharding(config, dist)
     if config.model.kind == "hf":  # fail before loading data or weights
         check_trainable(hf_model_type(config.model.path))
     run_dir, resume = _resume_point(config)
@@ -244,6 +267,9 @@ def setup_run(config: TrainConfig) -> RunSetup:
     run = build_run(config, device)
     # The step runs the patched base model's submodules, which LoRA patches in place.
     step_module = TrainStep(run.built.base, run.data.loss_path)
+    autocast, bf16 = autocast_factory(config.run.bf16, device)
+    # Before the optimizer: FSDP2 replaces the parameters with their shards.
+    trained = _wrap_for_ranks(step_module, run, dist, device, bf16)
     optimizer = build_optimizer(run.model, config.optim)
     sampler = MixedBatchSampler(
         run.data.sizes(),
@@ -253,7 +279,6 @@ def setup_run(config: TrainConfig) -> RunSetup:
         dist.rank,
         dist.world_size,
     )
-    autocast, bf16 = autocast_factory(config.run.bf16, device)
     setup = RunSetup(
         config=config,
         device=device,
@@ -261,7 +286,7 @@ def setup_run(config: TrainConfig) -> RunSetup:
         run_dir=run_dir,
         run=run,
         step_module=step_module,
-        trained=_wrap_for_ranks(step_module, dist, device),
+        trained=trained,
         params=[p for p in run.model.parameters() if p.requires_grad],
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, config.optim),
