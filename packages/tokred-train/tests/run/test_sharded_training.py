@@ -30,6 +30,7 @@ SCRIPT = textwrap.dedent(
     stop = run.pop("stop_after_step", None)
     cfg = tiny_run_config(
         out + "/run",
+        lora=run.pop("lora", {}),
         reduction=HIMIX_HMGEN,
         data={"understanding_ratio": 0.5},
         optim={"batch_size": batch_size, "max_steps": 4, "grad_accum": 2},
@@ -97,6 +98,16 @@ def test_one_task_per_rank_trains_what_one_process_trains(tmp_path, single, mode
     seen = _rows(tmp_path / mode, "samples.jsonl")
     assert seen and all(r.get("generation") == [] for r in seen), seen[:2]
     _same_losses(_rows(tmp_path / mode), _rows(folder))
+    _same_weights(got["weights"], expected["weights"])
+
+
+def test_lora_under_fsdp_trains_what_one_process_trains(tmp_path):
+    lora = {"enabled": True, "r": 4}
+    expected = _launch(tmp_path / "single", 1, 2, lora=lora)
+    got = _launch(tmp_path / "fsdp", 2, 1, distributed="fsdp", lora=lora)
+    _same_losses(_rows(tmp_path / "fsdp"), _rows(tmp_path / "single"))
+    trained = {n: t for n, t in expected["weights"].items() if "lora_" in n}
+    assert trained and got["sharded"]
     _same_weights(got["weights"], expected["weights"])
 
 

@@ -2,8 +2,10 @@
 
 Single-process runs (no RANK/WORLD_SIZE in the environment) see rank 0 of 1 and never
 touch torch.distributed. Under torchrun every rank trains on its own slice of each global
-batch; gradients are averaged by DistributedDataParallel; only rank 0 logs, writes the
-config, checkpoints and the summary (`is_main`).
+batch; gradients are averaged by DistributedDataParallel or reduce-scattered by FSDP2
+(run.distributed, run/sharding.py); only rank 0 logs and writes the config and the
+summary (`is_main`), and the checkpoints under ddp (under fsdp every rank writes its
+shards: run/sharded_checkpoint.py).
 """
 
 from __future__ import annotations

@@ -258,7 +258,7 @@ def setup_run(config: TrainConfig) -> RunSetup:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist = init_distributed(device)
-    check_sharding(config, dist)
+    check_sharding(config, dist, device)
     if config.model.kind == "hf":  # fail before loading data or weights
         check_trainable(hf_model_type(config.model.path))
     run_dir, resume = _resume_point(config)

@@ -67,9 +67,12 @@ def is_sharded_checkpoint(path: str | Path) -> bool:
 
 
 def _options(**kw: Any) -> Any:
+    """Trainable weights only (frozen ones come from the model's own files). Not strict:
+    a frozen weight is absent by design; a trainable one that the checkpoint lacks
+    fails in dcp.load, which reads exactly the names asked for."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions
 
-    return StateDictOptions(ignore_frozen_params=True, **kw)
+    return StateDictOptions(ignore_frozen_params=True, strict=False, **kw)
 
 
 def _holder(base: nn.Module) -> nn.Module:
@@ -115,11 +118,13 @@ def save_sharded_checkpoint(
         tmp.mkdir(parents=True)
     barrier(dist)
     model_state, optim_state = get_state_dict(step_module, optimizer, options=_options())
-    error: BaseException | None = None
+    from torch.distributed.checkpoint.api import CheckpointException
+
+    error: str | None = None
     try:
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp / SHARDS))
-    except OSError as exc:
-        error = exc
+    except (OSError, CheckpointException) as exc:
+        error = _write_reason(exc, tmp)
     full = None
     if export:  # a collective too: every rank takes part, rank 0 receives
         opts = _options(full_state_dict=True, cpu_offload=True)
@@ -128,7 +133,10 @@ def save_sharded_checkpoint(
         if dist.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
         if error is not None:
-            raise TokredError(f"cannot write the shards of checkpoint step {step} in {tmp}: {error}")
+            raise TokredError(
+                f"cannot write the shards of checkpoint step {step} in {tmp}: {error}; the "
+                "newest complete checkpoint is left as it was"
+            )
         raise TokredError(f"another rank could not write its shards of checkpoint step {step}")
     final = Path(run_dir) / CHECKPOINT_DIR / tmp.name  # replaced below on rank 0
     failure: BaseException | None = None
@@ -150,6 +158,19 @@ def save_sharded_checkpoint(
             raise failure
         raise TokredError(f"rank 0 could not complete checkpoint step {step}")
     return Path(run_dir) / CHECKPOINT_DIR / final.name
+
+
+def _write_reason(exc: BaseException, tmp: Path) -> str:
+    """Why a shard write failed, in one line. DCP wraps the OS error of a write that a full
+    disk cuts short in its own exception, as torch's archive writer's "unexpected pos"."""
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(exc).__name__
+    if "unexpected pos" in last:
+        free = shutil.disk_usage(tmp if tmp.exists() else tmp.parent).free
+        return f"the write was cut short (a full disk or quota? {free} bytes free)"
+    return last[:200]
 
 
 def load_sharded_state(
@@ -189,12 +210,16 @@ def load_sharded_state(
 
 def _dcp_read(dcp: Any, state: dict[str, Any], shards: str) -> None:
     """dcp.load, with a checkpoint that does not fit this model as one line."""
+    from torch.distributed.checkpoint.api import CheckpointException
+
     try:
         dcp.load(state, checkpoint_id=shards)
-    except (RuntimeError, ValueError, KeyError) as exc:
-        what = " ".join(str(exc).split())[:200]
+    except (CheckpointException, RuntimeError, ValueError, KeyError) as exc:
+        # A CheckpointException carries each rank's traceback: its last line says what.
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        what = (lines[-1] if lines else type(exc).__name__)[:200]
         raise TokredError(
-            f"{shards} does not fit this model ({type(exc).__name__}: {what}); resume with "
+            f"{shards} does not fit this model ({what}); resume with "
             "the config the run was started with"
         ) from None
 
@@ -212,9 +237,12 @@ def load_full_into_sharded(
     renamed = {n: step_names[id(p)] for n, p in model.named_parameters() if id(p) in step_names}
     weights = _read(path / WEIGHTS, lambda f: load_file(str(f)))
     unknown = [n for n in weights if n not in renamed]
-    if unknown:
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n in trainable if n not in weights]
+    if unknown or missing:
+        what = f"unexpected {unknown[0]!r}" if unknown else f"missing {missing[0]!r}"
         raise TokredError(
-            f"{path}: the checkpoint does not fit this model (unexpected {unknown[0]!r}); "
+            f"{path}: the checkpoint does not fit this model ({what}); "
             "resume with the config the run was started with"
         )
     saved = _read(path / OPTIMIZER, lambda f: torch.load(f, map_location="cpu", weights_only=True))

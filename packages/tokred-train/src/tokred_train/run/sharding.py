@@ -39,10 +39,17 @@ __all__ = [
 ]
 
 
-def check_sharding(config: TrainConfig, dist: DistInfo) -> None:
+def check_sharding(config: TrainConfig, dist: DistInfo, device: torch.device) -> None:
     """Refuse, in one line naming the setting, what FSDP2 cannot run here."""
     if config.run.distributed != "fsdp":
+        if config.run.fsdp_cpu_offload:
+            raise TokredError("run.fsdp_cpu_offload=true needs run.distributed=fsdp")
         return
+    if config.run.fsdp_cpu_offload and device.type != "cuda":
+        raise TokredError(
+            f"run.fsdp_cpu_offload=true offloads a GPU's shards to the CPU, but this run "
+            f"trains on {device.type}; set run.fsdp_cpu_offload=false"
+        )
     if not dist.distributed:
         raise TokredError(
             "run.distributed=fsdp needs a process group: launch with torchrun "
