@@ -134,6 +134,9 @@ def test_a_sharded_checkpoint_resumes_in_one_process_and_a_full_one_under_fsdp(t
     _same_weights(got["weights"], expected["weights"])
     final = full / "run" / CHECKPOINT_DIR / "step-000004"
     assert (final / "shards").is_dir() and (final / "model.safetensors").is_file()
+    # And back: 2 DDP ranks read that sharded checkpoint (nothing is left to train).
+    back = _launch(full, 2, 1, distributed="ddp", resume=True)
+    _same_weights(back["weights"], got["weights"])
 
     # A damaged shard fails its checksum: a resume sets the checkpoint aside.
     assert not (sharded / "run" / CHECKPOINT_DIR / "step-000004").exists()  # no ckpt_every

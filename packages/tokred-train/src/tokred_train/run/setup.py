@@ -35,6 +35,7 @@ from .checkpoint import (
     find_latest_checkpoint,
     list_checkpoints,
     remove_partial_checkpoints,
+    scan_checkpoints,
 )
 from .conflict import CONFLICT_FILE
 from .distributed import DistInfo, barrier, dist_info, init_distributed
@@ -147,7 +148,10 @@ def _resume_point(config: TrainConfig) -> tuple[Path, CheckpointInfo | None]:
     _check_writable(run_dir)
     resume = None
     if config.run.resume:
-        resume = find_latest_checkpoint(run_dir)
+        # Only the main process sets damaged checkpoints aside (ranks renaming the same
+        # folder would race); the others skip them reading only, and agree on the newest.
+        main = dist_info().is_main
+        resume = find_latest_checkpoint(run_dir) if main else scan_checkpoints(run_dir)[0]
         if resume is not None:
             _check_resume_config(run_dir, resume, config)
         else:
