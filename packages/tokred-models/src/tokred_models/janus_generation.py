@@ -68,9 +68,7 @@ def janus_input_embeddings(
         # No understanding image here. The vision encoder cannot run on zero images (its
         # attention reshapes by -1), so it joins the graph with zero gradients instead
         # (spmd.py); the code embeddings below run on zero codes.
-        embeds = embeds + zero_touch(janus.vision_model, embeds) + zero_touch(
-            janus.aligner, embeds
-        )
+        embeds = embeds + zero_touch(janus.vision_model, embeds) + zero_touch(janus.aligner, embeds)
     else:
         feats = janus.get_image_features(pixel_values).pooler_output
         feats = feats.reshape(-1, embeds.shape[-1])
