@@ -41,7 +41,7 @@ from tokred_core import TokredError
 from torch import nn
 
 from ..atomic import atomic_write_text, default_file_mode, fsync_dir
-from .integrity import damage, describe_files
+from .integrity import check_weight_names, damage, describe_files
 from .provenance import RUN_FILE
 
 log = logging.getLogger(__name__)
@@ -414,14 +414,7 @@ def load_checkpoint(
         raise TokredError(f"{path} is not a complete checkpoint (no {MARKER} marker)")
     weights = _read(path / WEIGHTS, lambda f: load_file(str(f), device=str(map_location)))
     params = dict(model.named_parameters())
-    missing = [n for n in trainable_state_dict(model) if n not in weights]
-    unknown = [n for n in weights if n not in params]
-    if missing or unknown:
-        what = f"missing {missing[0]!r}" if missing else f"unexpected {unknown[0]!r}"
-        raise TokredError(
-            f"{path}: the checkpoint does not fit this model ({what}); resume with the config "
-            "the run was started with"
-        )
+    check_weight_names(path, weights, trainable_state_dict(model), params)
     wrong = next((n for n, t in weights.items() if t.shape != params[n].shape), None)
     if wrong is not None:
         raise TokredError(

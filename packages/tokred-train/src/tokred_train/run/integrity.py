@@ -14,7 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["describe_files", "damage"]
+from tokred_core import TokredError
+
+__all__ = ["check_weight_names", "describe_files", "damage"]
 
 _CHUNK = 1 << 20
 
@@ -61,3 +63,20 @@ def damage(folder: Path, marker_name: str, step: int, checksums: bool = True) ->
         if checksums and _sha256(path) != want.get("sha256"):
             return f"{name} does not match its recorded SHA-256"
     return None
+
+
+def check_weight_names(
+    path: Path, weights: Iterable[str], trainable: Iterable[str], params: Iterable[str]
+) -> None:
+    """One line when a checkpoint's weights (by the model's names) lack one of the model's
+    `trainable` weights or hold a name outside its `params`."""
+    names, params = list(weights), set(params)
+    saved = set(names)
+    missing = [n for n in trainable if n not in saved]
+    unknown = [n for n in names if n not in params]
+    if missing or unknown:
+        what = f"missing {missing[0]!r}" if missing else f"unexpected {unknown[0]!r}"
+        raise TokredError(
+            f"{path}: the checkpoint does not fit this model ({what}); resume with the config "
+            "the run was started with"
+        )

@@ -270,30 +270,19 @@ class Trainer:
         s = self.setup
         with self.window.paused():
             path = None
+            common = {
+                "extra": {"data": data_position(step, self.config, s.dist)},
+                "keep": self.config.run.keep_checkpoints,
+                "provenance": self.provenance,
+            }
             if is_sharded(s.trained):  # every rank writes its shards
+                export = step == self.config.optim.max_steps
                 path = save_sharded_checkpoint(
-                    s.run_dir,
-                    step,
-                    s.step_module,
-                    s.optimizer,
-                    s.scheduler,
-                    s.dist,
-                    extra={"data": data_position(step, self.config, s.dist)},
-                    keep=self.config.run.keep_checkpoints,
-                    provenance=self.provenance,
-                    export=step == self.config.optim.max_steps,
-                )
+                    s.run_dir, step, s.step_module, s.optimizer, s.scheduler, s.dist,
+                    export=export, **common,
+                )  # fmt: skip
             elif s.dist.is_main:
-                path = save_checkpoint(
-                    s.run_dir,
-                    step,
-                    s.model,
-                    s.optimizer,
-                    s.scheduler,
-                    extra={"data": data_position(step, self.config, s.dist)},
-                    keep=self.config.run.keep_checkpoints,
-                    provenance=self.provenance,
-                )
+                path = save_checkpoint(s.run_dir, step, s.model, s.optimizer, s.scheduler, **common)
             barrier(s.dist)
         # Every rank knows where the main process wrote it (an interrupt message names it).
         self.last_checkpoint = path or s.run_dir / CHECKPOINT_DIR / checkpoint_name(step)

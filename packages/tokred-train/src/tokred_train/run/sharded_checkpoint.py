@@ -46,9 +46,11 @@ from .checkpoint import (
     commit_checkpoint,
     load_checkpoint,
     restore_rng_state,
+    trainable_state_dict,
     trainer_state,
 )
 from .distributed import DistInfo, barrier
+from .integrity import check_weight_names
 
 __all__ = [
     "SHARDS",
@@ -236,15 +238,8 @@ def load_full_into_sharded(
     step_names = {id(p): n for n, p in step_module.named_parameters()}
     renamed = {n: step_names[id(p)] for n, p in model.named_parameters() if id(p) in step_names}
     weights = _read(path / WEIGHTS, lambda f: load_file(str(f)))
-    unknown = [n for n in weights if n not in renamed]
-    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
-    missing = [n for n in trainable if n not in weights]
-    if unknown or missing:
-        what = f"unexpected {unknown[0]!r}" if unknown else f"missing {missing[0]!r}"
-        raise TokredError(
-            f"{path}: the checkpoint does not fit this model ({what}); "
-            "resume with the config the run was started with"
-        )
+    names = dict(model.named_parameters())
+    check_weight_names(path, weights, trainable_state_dict(model), names)
     saved = _read(path / OPTIMIZER, lambda f: torch.load(f, map_location="cpu", weights_only=True))
     order = [step_names[id(p)] for group in optimizer.param_groups for p in group["params"]]
     optim_state = {
