@@ -36,13 +36,13 @@ def test_env_torch(monkeypatch, value):
     assert out.shape == (1, 2, 3, 2)
 
 
-def test_auto_order_tries_triton_first():
-    assert [i.name for i in tk.implementations()] == ["triton", "torch"]
+def test_auto_order_tries_the_fused_backends_before_torch():
+    assert [i.name for i in tk.implementations()] == ["flash", "flex", "triton", "torch"]
 
 
 def test_invalid_env_value_raises_value_error(monkeypatch):
     monkeypatch.setenv(tk.IMPL_ENV_VAR, "cuda")
-    with pytest.raises(ValueError, match=r"'cuda'.*auto, triton, torch"):
+    with pytest.raises(ValueError, match=r"'cuda'.*auto, flash, flex, triton, torch"):
         tk.segment_attention_mass(**_inputs())
 
 

@@ -1,7 +1,8 @@
-"""Pick the implementation that runs an op: TOKRED_KERNELS_IMPL=auto|torch|triton.
+"""Pick the implementation that runs an op: TOKRED_KERNELS_IMPL=auto|flash|flex|triton|torch.
 
 `auto` (the default) asks each registered implementation, fastest first, and takes the
-first that reports no reason it cannot run; torch is last and always can. Naming an
+first that reports no reason it cannot run nor a reason `auto` should pass it over (a
+later one is faster on these inputs); torch is last and always can. Naming an
 implementation explicitly is a promise the caller wants that one: if it cannot run, the
 call fails with every reason rather than silently falling back (a benchmark that quietly
 measured the torch path would be worse than an error). The variable is read on every call,
@@ -14,6 +15,8 @@ import os
 from typing import Any
 
 from .errors import KernelError
+from .flash_varlen_impl import FLASH_IMPL
+from .flex_attention_impl import FLEX_IMPL
 from .implementation import OP_NAMES, Implementation
 from .torch_impl import TORCH_IMPL
 from .triton_impl import TRITON_IMPL
@@ -32,7 +35,8 @@ IMPL_ENV_VAR = "TOKRED_KERNELS_IMPL"
 AUTO = "auto"
 
 # Preference order for `auto`: fastest first, the always-available torch reference last.
-_IMPLEMENTATIONS: list[Implementation] = [TRITON_IMPL, TORCH_IMPL]
+# flash and flex implement only position_attention; for the other ops they refuse at once.
+_IMPLEMENTATIONS: list[Implementation] = [FLASH_IMPL, FLEX_IMPL, TRITON_IMPL, TORCH_IMPL]
 
 
 def implementations() -> tuple[Implementation, ...]:
@@ -87,6 +91,8 @@ def select_implementation(op: str, /, impl: str | None = None, **inputs: Any) ->
     refusals = []
     for candidate in candidates:
         reasons = candidate.not_supported_reasons(op, **inputs)
+        if choice == AUTO and not reasons:
+            reasons = candidate.auto_skip_reasons(op, **inputs)
         if not reasons:
             return candidate
         refusals.append(f"{candidate.name}: " + "; ".join(reasons))

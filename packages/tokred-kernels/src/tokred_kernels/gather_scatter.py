@@ -15,7 +15,7 @@ All moves cost O(moved rows) work and memory; nothing loops over tokens in Pytho
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -46,7 +46,8 @@ class TokenIndex:
     counts: Tensor
     """(B,) long, selected tokens per sample."""
     cu_seqlens: Tensor
-    """(B + 1,) int32 cumulative counts, the varlen convention of flash-attention."""
+    """(B + 1,) int32 cumulative counts, the varlen convention of flash-attention (the
+    packed rows' sample boundaries unless the index was `permuted`)."""
     max_count: int
     """Largest count (0 for an empty selection): the padded length."""
     padded_indices: Tensor
@@ -74,10 +75,21 @@ class TokenIndex:
         """(total,) index within its sample (column of the mask) of each packed token."""
         return self.indices.remainder(max(self.seq_len, 1))
 
-    def to(self, device: torch.device | str) -> TokenIndex:
+    def permuted(self, order: Tensor) -> TokenIndex:
+        """The same selection with its packed rows in another order: packed row i becomes
+        old packed row order[i]. The full and padded forms do not change, so every move
+        stays consistent; only `cu_seqlens` no longer delimits samples in the packed form
+        (it still counts them). Used to put rows of one projection group side by side."""
+        return replace(
+            self,
+            indices=self.indices.index_select(0, order),
+            padded_slots=self.padded_slots.index_select(0, order),
+        )
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> TokenIndex:
         """The same index with its tensors on `device`."""
         move = {
-            name: getattr(self, name).to(device)
+            name: getattr(self, name).to(device, non_blocking=non_blocking)
             for name in (
                 "indices",
                 "counts",

@@ -3,7 +3,9 @@
 Borrowed from xformers' dispatch: instead of a boolean "available", every implementation
 returns the list of reasons it cannot serve a call (no CUDA tensors, library missing, op
 not written yet). The dispatcher can then pick the first one with no reasons, and an
-explicit choice that cannot run fails with every reason instead of a vague error.
+explicit choice that cannot run fails with every reason instead of a vague error. A
+backend may also give reasons `auto` should pass it over although it could run (it would
+be slower than a later one on these inputs); naming it explicitly still runs it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ OP_NAMES: tuple[str, ...] = (
     "scatter_packed",
     "pack_to_padded",
     "padded_to_packed",
+    "position_attention",
 )
 """Every op the dispatcher routes; each implementation may provide any subset."""
 
@@ -42,6 +45,9 @@ class Implementation:
     """op name -> function taking the op's keyword arguments."""
     check: Callable[[str, Mapping[str, Any]], list[str]] = field(default=_no_reasons)
     """Backend-specific reasons (beyond a missing op) it cannot run `op` on `inputs`."""
+    auto_skip: Callable[[str, Mapping[str, Any]], list[str]] = field(default=_no_reasons)
+    """Reasons `auto` passes it over although it could run (a later one is faster there,
+    e.g. an unfused fallback path); an explicit choice still runs it."""
 
     def not_supported_reasons(self, op: str, **inputs: Any) -> list[str]:
         """Every reason this implementation cannot run `op` on `inputs`; empty if it can."""
@@ -50,3 +56,7 @@ class Implementation:
             reasons.append(f"op {op!r} is not implemented yet by {self.name!r}")
         reasons.extend(self.check(op, inputs))
         return reasons
+
+    def auto_skip_reasons(self, op: str, **inputs: Any) -> list[str]:
+        """Why `auto` should prefer a later implementation for this call; empty if none."""
+        return list(self.auto_skip(op, inputs))

@@ -1,7 +1,8 @@
 """The public, dispatched ops: same signatures as the torch reference, routed by `dispatch`.
 
 Callers (tokred-models) import these; the reference modules (`segment_mass`, `importance`,
-`gather_scatter`) stay importable directly for tests that need the oracle itself.
+`gather_scatter`, `position_attention`) stay importable directly for tests that need the
+oracle itself.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from torch import Tensor
 
 from .dispatch import call
 from .gather_scatter import TokenIndex
+from .varlen_runs import VarlenPlan
 
 __all__ = [
     "segment_attention_mass",
@@ -21,6 +23,7 @@ __all__ = [
     "scatter_packed",
     "pack_to_padded",
     "padded_to_packed",
+    "position_attention",
 ]
 
 
@@ -123,3 +126,38 @@ def pack_to_padded(packed: Tensor, idx: TokenIndex) -> Tensor:
 def padded_to_packed(padded: Tensor, idx: TokenIndex) -> Tensor:
     """(B, max_count, ...) -> (total, ...), differentiable."""
     return call("padded_to_packed", padded=padded, idx=idx)
+
+
+def position_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    q_positions: Tensor,
+    k_positions: Tensor,
+    q_valid: Tensor,
+    k_valid: Tensor,
+    *,
+    scale: float,
+    dropout: float = 0.0,
+    window: int | None = None,
+    varlen_plan: VarlenPlan | None = None,
+) -> Tensor:
+    """(B, H, Nq, D) attention masked by original positions; see `position_attention`.
+
+    `varlen_plan` (from `build_varlen_plan` on the same positions and masks) lets the flash
+    backend skip rebuilding, and synchronising for, its plan; other backends ignore it.
+    """
+    return call(
+        "position_attention",
+        q=q,
+        k=k,
+        v=v,
+        q_positions=q_positions,
+        k_positions=k_positions,
+        q_valid=q_valid,
+        k_valid=k_valid,
+        scale=scale,
+        dropout=dropout,
+        window=window,
+        varlen_plan=varlen_plan,
+    )

@@ -11,6 +11,7 @@ from .gather_scatter import (
 )
 from .implementation import Implementation
 from .importance import attention_importance, topk_per_sample
+from .position_attention import position_attention
 from .segment_mass import segment_attention_mass, segment_mass_by_query_segment
 
 __all__ = ["TORCH_IMPL"]
@@ -27,5 +28,6 @@ TORCH_IMPL = Implementation(
         "scatter_packed": scatter_packed,
         "pack_to_padded": pack_to_padded,
         "padded_to_packed": padded_to_packed,
+        "position_attention": position_attention,
     },
 )
