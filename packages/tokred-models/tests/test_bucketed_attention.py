@@ -1,11 +1,17 @@
-"""Bucketed SDPA equals one padded SDPA call over the whole ragged batch."""
+"""Bucketed SDPA equals one padded SDPA call over the whole ragged batch, with an INJECT
+key part (masked per bucket) and without one (causal over the padded slots, no mask)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
-from tokred_models.bucketed_attention import KeyPart, bucket_rows, bucketed_attention
+from tokred_models.bucketed_attention import (
+    KeyPart,
+    attention_buckets,
+    bucket_rows,
+    bucketed_attention,
+)
 
 
 def test_bucket_rows_splits_by_half_the_largest_cost():
@@ -22,37 +28,77 @@ def _padded(counts, heads, dim, seq, gen):
     return x, tokens, valid
 
 
-@pytest.mark.parametrize("window", [None, 3])
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_bucketed_equals_single_call_on_ragged_batches(seed, window):
-    gen = torch.Generator().manual_seed(seed)
-    heads, kv_heads, dim, seq = 4, 2, 8, 40
-    q_counts = [30, 3, 17, 1, 29, 8]
-    inj_counts = [0, 9, 2, 0, 5, 1]
-    q, q_tok, q_valid = _padded(q_counts, heads, dim, seq, gen)
-    ka, _, _ = _padded(q_counts, kv_heads, dim, seq, gen)
-    va, _, _ = _padded(q_counts, kv_heads, dim, seq, gen)
-    ki, ti, vi_valid = _padded(inj_counts, kv_heads, dim, seq, gen)
-    vi, _, _ = _padded(inj_counts, kv_heads, dim, seq, gen)
-    parts = [
-        KeyPart(ka, va, q_tok, q_valid, q_counts),  # a query is also a key
-        KeyPart(ki, vi, ti, vi_valid, inj_counts),
-    ]
-    assert len(bucket_rows([a * (a + b) for a, b in zip(q_counts, inj_counts, strict=True)])) > 1
-    out = bucketed_attention(
-        q, q_tok, q_valid, q_counts, parts, scale=dim**-0.5, dropout=0.0, window=window
-    )
-    # Reference: one call over the full padded batch with an explicit mask.
-    k = torch.cat([ka, ki], 2)
-    v = torch.cat([va, vi], 2)
-    kt = torch.cat([q_tok, ti], 1)
-    kv = torch.cat([q_valid, vi_valid], 1)
+def _reference(q, q_tok, q_valid, ks, vs, kts, kvs, window, dim):
+    """One call over the full padded batch with an explicit mask."""
+    k, v, kt, kv = torch.cat(ks, 2), torch.cat(vs, 2), torch.cat(kts, 1), torch.cat(kvs, 1)
     mask = (kt[:, None, :] <= q_tok[:, :, None]) & kv[:, None, :]
     if window is not None:
         mask &= (q_tok[:, :, None] - kt[:, None, :]) < window
     mask |= ~q_valid[:, :, None]
-    ref = F.scaled_dot_product_attention(
+    return F.scaled_dot_product_attention(
         q, k, v, attn_mask=mask[:, None], scale=dim**-0.5, enable_gqa=True
     )
-    keep = q_valid[:, None, :, None].expand_as(ref)
+
+
+@pytest.mark.parametrize("inject", [True, False])
+@pytest.mark.parametrize("window", [None, 3])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_bucketed_equals_single_call_on_ragged_batches(seed, window, inject):
+    gen = torch.Generator().manual_seed(seed)
+    heads, kv_heads, dim, seq = 4, 2, 8, 40
+    q_counts = [30, 3, 17, 1, 29, 8]
+    inj_counts = [0, 9, 2, 0, 5, 1] if inject else [0] * 6
+    q, q_tok, q_valid = _padded(q_counts, heads, dim, seq, gen)
+    ka, _, _ = _padded(q_counts, kv_heads, dim, seq, gen)
+    va, _, _ = _padded(q_counts, kv_heads, dim, seq, gen)
+    parts = [KeyPart(ka, va, q_tok, q_valid)]  # a query is also a key
+    part_counts = [q_counts]
+    if inject:
+        ki, ti, vi_valid = _padded(inj_counts, kv_heads, dim, seq, gen)
+        vi, _, _ = _padded(inj_counts, kv_heads, dim, seq, gen)
+        parts.append(KeyPart(ki, vi, ti, vi_valid))
+        part_counts.append(inj_counts)
+    buckets = attention_buckets(q_counts, part_counts, torch.device("cpu"))
+    assert len(buckets.buckets) > 1
+    masks: dict = {}
+    for _ in range(2):  # the second call takes its masks from the cache
+        out = bucketed_attention(
+            q,
+            q_tok,
+            q_valid,
+            parts,
+            buckets,
+            scale=dim**-0.5,
+            dropout=0.0,
+            window=window,
+            masks=masks,
+        )
+        ref = _reference(
+            q,
+            q_tok,
+            q_valid,
+            [p.k for p in parts],
+            [p.v for p in parts],
+            [p.tokens for p in parts],
+            [p.valid for p in parts],
+            window,
+            dim,
+        )
+        keep = q_valid[:, None, :, None].expand_as(ref)
+        torch.testing.assert_close(out[keep], ref[keep])
+    assert bool(masks) == (inject or window is not None)  # causal self-attention needs none
+
+
+def test_one_bucket_without_inject_runs_unmasked_and_pads_nothing():
+    gen = torch.Generator().manual_seed(3)
+    counts = [5, 5, 4]
+    q, tok, valid = _padded(counts, 2, 4, 9, gen)
+    k, _, _ = _padded(counts, 2, 4, 9, gen)
+    buckets = attention_buckets(counts, [counts], torch.device("cpu"))
+    assert len(buckets.buckets) == 1 and buckets.buckets[0].rows is None
+    out = bucketed_attention(
+        q, tok, valid, [KeyPart(k, k, tok, valid)], buckets, scale=0.5, dropout=0.0, window=None
+    )
+    ref = _reference(q, tok, valid, [k], [k], [tok], [valid], None, 4)  # scale 4**-0.5
+    keep = valid[:, None, :, None].expand_as(ref)
     torch.testing.assert_close(out[keep], ref[keep])

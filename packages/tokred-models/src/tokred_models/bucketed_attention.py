@@ -5,6 +5,18 @@ while a generation sample beside it keeps T + M. One padded SDPA call would make
 sample pay for the longest query set times the longest key set, which gives back much of
 what the reduction saved. Samples are therefore grouped into buckets of similar cost
 (queries x keys), and each bucket runs one SDPA call trimmed to its own longest sample.
+
+The buckets depend on the per-sample counts only, so they are built once per step on the
+host (schedule.py); nothing here reads a size back from the device. Where the keys are the
+queries themselves (no INJECT part) and there is no window, the mask is plain causal over
+the padded slots (both are position-ordered prefixes of each row), and SDPA runs with
+`is_causal` and no mask: the fused kernels then apply on every device.
+
+Elsewhere, on a GPU, the bucket goes to the kernels' `position_attention` dispatcher (flash
+varlen when flash-attn is installed, else FlexAttention, else the masked SDPA reference;
+TOKRED_KERNELS_IMPL names one). On the CPU the masked SDPA runs here directly, its mask
+cached across the layers that share it: FlexAttention has no CPU backward, and the
+dispatcher's reference would rebuild the mask in every layer.
 """
 
 from __future__ import annotations
@@ -13,8 +25,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tokred_kernels import build_varlen_plan, select_implementation
 
-__all__ = ["KeyPart", "bucket_rows", "bucketed_attention"]
+__all__ = ["KeyPart", "AttentionBuckets", "attention_buckets", "bucket_rows", "bucketed_attention"]
 
 # A sample joins the current bucket while its cost is at least this share of the bucket's
 # largest; below that, padding it to the bucket's size would waste more than half its work.
@@ -23,14 +36,30 @@ MIN_FILL = 0.5
 
 @dataclass
 class KeyPart:
-    """One padded block of keys/values: (B, Hkv, n, D) each, with token indices, validity
-    (a prefix of each row) and the per-sample count."""
+    """One padded block of keys/values: (B, Hkv, n, D) each, with token indices and
+    validity (a prefix of each row)."""
 
     k: torch.Tensor
     v: torch.Tensor
     tokens: torch.Tensor
     valid: torch.Tensor
-    counts: list[int]
+
+
+@dataclass(frozen=True)
+class Bucket:
+    rows: torch.Tensor | None
+    """Device indices of the bucket's samples; None when one bucket holds the whole batch."""
+    num_queries: int
+    """The bucket's longest query set: its padded query length."""
+    part_lengths: tuple[int, ...]
+    """The bucket's longest count of each key part."""
+
+
+@dataclass(frozen=True)
+class AttentionBuckets:
+    buckets: tuple[Bucket, ...]
+    padded_queries: int
+    """The batch's padded query length (the longest sample)."""
 
 
 def bucket_rows(costs: list[int], min_fill: float = MIN_FILL) -> list[list[int]]:
@@ -46,6 +75,25 @@ def bucket_rows(costs: list[int], min_fill: float = MIN_FILL) -> list[list[int]]
     return buckets
 
 
+def attention_buckets(
+    q_counts: list[int], part_counts: list[list[int]], device: torch.device
+) -> AttentionBuckets:
+    """The buckets of a batch from its per-sample query counts and key-part counts."""
+    bsz = len(q_counts)
+    kv = [sum(counts[r] for counts in part_counts) for r in range(bsz)]
+    groups = bucket_rows([q_counts[r] * kv[r] for r in range(bsz)])
+    whole = len(groups) == 1
+    buckets = tuple(
+        Bucket(
+            None if whole else torch.tensor(rows, device=device),
+            max(q_counts[r] for r in rows),
+            tuple(max(counts[r] for r in rows) for counts in part_counts),
+        )
+        for rows in groups
+    )
+    return AttentionBuckets(buckets, max(q_counts, default=0))
+
+
 def _mask(q_tok, q_valid, k_tok, k_valid, window):
     mask = k_tok[:, None, :] <= q_tok[:, :, None]
     if window is not None:
@@ -55,60 +103,97 @@ def _mask(q_tok, q_valid, k_tok, k_valid, window):
     return mask | ~q_valid[:, :, None]
 
 
+def _bucket_inputs(bucket: Bucket, q, q_tok, q_valid, parts: list[KeyPart]):
+    """The bucket's rows of the queries and keys, trimmed to its own longest sample."""
+    nq, rows = bucket.num_queries, bucket.rows
+    if rows is None:
+        pick = lambda t, n, dim: t.narrow(dim, 0, n)  # noqa: E731
+    else:
+        pick = lambda t, n, dim: t.index_select(0, rows).narrow(dim, 0, n)  # noqa: E731
+    sel = [
+        (pick(p.k, n, 2), pick(p.v, n, 2), pick(p.tokens, n, 1), pick(p.valid, n, 1))
+        for p, n in zip(parts, bucket.part_lengths, strict=True)
+    ]
+    k = torch.cat([s[0] for s in sel], dim=2) if len(sel) > 1 else sel[0][0]
+    v = torch.cat([s[1] for s in sel], dim=2) if len(sel) > 1 else sel[0][1]
+    kt = torch.cat([s[2] for s in sel], dim=1) if len(sel) > 1 else sel[0][2]
+    kv = torch.cat([s[3] for s in sel], dim=1) if len(sel) > 1 else sel[0][3]
+    return pick(q, nq, 2), pick(q_tok, nq, 1), pick(q_valid, nq, 1), k, v, kt, kv
+
+
 def bucketed_attention(
     q: torch.Tensor,
     q_tok: torch.Tensor,
     q_valid: torch.Tensor,
-    q_counts: list[int],
     parts: list[KeyPart],
+    buckets: AttentionBuckets,
     *,
     scale: float,
     dropout: float,
     window: int | None,
+    masks: dict | None = None,
 ) -> torch.Tensor:
-    """q: (B, H, Nq, D) padded queries -> (B, H, Nq, D) attention output (pad rows arbitrary)."""
-    bsz = q.shape[0]
+    """q: (B, H, Nq, D) padded queries -> (B, H, Nq, D) attention output (pad rows arbitrary).
+
+    `masks` caches each bucket's mask across the layers that share these buckets (they
+    depend on positions only)."""
     gqa = q.shape[1] != parts[0].k.shape[1]
-    kv_counts = [sum(p.counts[r] for p in parts) for r in range(bsz)]
-    buckets = bucket_rows([q_counts[r] * kv_counts[r] for r in range(bsz)])
+    self_causal = len(parts) == 1 and window is None
     out = None
-    for rows in buckets:
-        nq = max(q_counts[r] for r in rows)
-        if len(buckets) == 1:
-            idx = None
-            qb, qt, qv = q, q_tok, q_valid
-            sel = [(p.k, p.v, p.tokens, p.valid) for p in parts]
-        else:
-            idx = torch.tensor(rows, device=q.device)
-            qb = q.index_select(0, idx)[:, :, :nq]
-            qt, qv = q_tok.index_select(0, idx)[:, :nq], q_valid.index_select(0, idx)[:, :nq]
-            sel = []
-            for p in parts:
-                n = max(p.counts[r] for r in rows)
-                sel.append(
-                    (
-                        p.k.index_select(0, idx)[:, :, :n],
-                        p.v.index_select(0, idx)[:, :, :n],
-                        p.tokens.index_select(0, idx)[:, :n],
-                        p.valid.index_select(0, idx)[:, :n],
-                    )
-                )
-        k = torch.cat([s[0] for s in sel], dim=2)
-        v = torch.cat([s[1] for s in sel], dim=2)
-        kt = torch.cat([s[2] for s in sel], dim=1)
-        kv = torch.cat([s[3] for s in sel], dim=1)
-        o = F.scaled_dot_product_attention(
-            qb,
-            k,
-            v,
-            attn_mask=_mask(qt, qv, kt, kv, window)[:, None],
-            dropout_p=dropout,
-            scale=scale,
-            enable_gqa=gqa,
-        )
-        if idx is None:
-            return o
-        o = F.pad(o, (0, 0, 0, q.shape[2] - nq))
+    for i, bucket in enumerate(buckets.buckets):
+        qb, qt, qv, k, v, kt, kv = _bucket_inputs(bucket, q, q_tok, q_valid, parts)
+        mask = None
+        if not self_causal and q.is_cuda:
+            o = _dispatched(qb, k, v, qt, kt, qv, kv, scale, dropout, window, masks, i)
+        elif not self_causal:
+            key = (i, window)
+            mask = masks.get(key) if masks is not None else None
+            if mask is None:
+                mask = _mask(qt, qv, kt, kv, window)[:, None]
+                if masks is not None:
+                    masks[key] = mask
+        if self_causal or not q.is_cuda:
+            o = F.scaled_dot_product_attention(
+                qb,
+                k,
+                v,
+                attn_mask=mask,
+                dropout_p=dropout,
+                is_causal=self_causal,
+                scale=scale,
+                enable_gqa=gqa,
+            )
+        if bucket.rows is None:
+            return o if o.shape[2] == q.shape[2] else F.pad(o, (0, 0, 0, q.shape[2] - o.shape[2]))
+        o = F.pad(o, (0, 0, 0, q.shape[2] - bucket.num_queries))
         out = o.new_zeros(q.shape) if out is None else out
-        out = out.index_copy(0, idx, o)
+        out = out.index_copy(0, bucket.rows, o)
     return out
+
+
+def _dispatched(q, k, v, q_tok, k_tok, q_valid, k_valid, scale, dropout, window, masks, i):
+    """One bucket through the kernels' position_attention backends (GPU)."""
+    inputs = dict(
+        q=q,
+        k=k,
+        v=v,
+        q_positions=q_tok,
+        k_positions=k_tok,
+        q_valid=q_valid,
+        k_valid=k_valid,
+        scale=scale,
+        dropout=dropout,
+        window=window,
+    )
+    impl = select_implementation("position_attention", **inputs)
+    if impl.name == "flash":
+        # The varlen plan reads its sizes back once; positions are the same in every layer
+        # of the pattern, so it is built once per step.
+        key = (i, window, "varlen")
+        if masks is None or key not in masks:
+            plan = build_varlen_plan(q_tok, k_tok, q_valid, k_valid)
+            if masks is None:
+                return impl.ops["position_attention"](**inputs, varlen_plan=plan)
+            masks[key] = plan
+        inputs["varlen_plan"] = masks[key]
+    return impl.ops["position_attention"](**inputs)

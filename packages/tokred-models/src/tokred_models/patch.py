@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from tokred_core import (
     Policy,
+    ReductionPlan,
+    Selection,
     Sharing,
     TaskPolicies,
     TokenLayout,
@@ -32,7 +34,8 @@ from torch import nn
 from .adapters import DecoderAdapter, adapter_for
 from .projections import add_image_projections, remove_image_projections
 from .reduced_layer import ReducedLayerForward
-from .state import ExecutionState, ProbeCallback
+from .schedule import StepSchedule
+from .state import ExecutionState, PreparedStep, ProbeCallback
 
 __all__ = [
     "apply_reduction",
@@ -61,6 +64,11 @@ class ReductionHandle:
     _hooks: list = field(default_factory=list)
     probe: ProbeCallback | None = None
     """Called by every reduced layer with its queries and keys (attention probe)."""
+    pack_runs: bool = True
+    """Keep ACTIVE tokens packed through runs of layers that share them. Off where a
+    wrapper hooks each layer's inputs and outputs (FSDP2 gathers a layer's weights for its
+    backward when the gradient of the layer's output arrives; inside a run the output is
+    passed through and that gradient comes too late)."""
 
     @property
     def num_layers(self) -> int:
@@ -72,16 +80,46 @@ class ReductionHandle:
     def plan(self, layout: TokenLayout):
         return self.policies.plan(layout, self.num_layers)
 
-    def state_for(self, layout: TokenLayout) -> ExecutionState:
+    def prepare(
+        self, layout: TokenLayout, attention_mask: torch.Tensor | None = None
+    ) -> PreparedStep:
+        """The plan and schedule of one batch, built on the host and moved to the model's
+        device once (call it where the batch is collated, e.g. in a prefetch thread).
+        Pass the result as `tokred_layout`. With the batch's (CPU) `attention_mask` the
+        padding check is done here, on the host, instead of on the device per forward."""
         if not isinstance(layout, TokenLayout):
             raise TokredError(f"{LAYOUT_KWARG} must be a TokenLayout, got {type(layout).__name__}")
+        host = TokenLayout(layout.segments.cpu(), layout.tasks.cpu())
+        checked = None
+        if attention_mask is not None:
+            checked = attention_mask.cpu()
+            _check_mask(checked, host)
+        plan = self.plan(host)
         device = _model_device(self.model)
-        layout = TokenLayout(layout.segments.to(device), layout.tasks.to(device))
+        schedule = StepSchedule(
+            plan.roles,
+            projection_groups(host, self.sharing),
+            1 + len(image_sets(self.sharing)),
+            device,
+            tuple(s.layer for s in plan.selections),
+        )
+        return PreparedStep(
+            TokenLayout(host.segments.to(device), host.tasks.to(device)),
+            _plan_on(plan, device),
+            schedule,
+            checked,
+        )
+
+    def state_for(self, layout: TokenLayout | PreparedStep) -> ExecutionState:
+        """A fresh per-forward state from a layout or a prepared step."""
+        prepared = layout if isinstance(layout, PreparedStep) else self.prepare(layout)
+        dynamic = bool(prepared.plan.selections)  # selections rewrite the plan in the forward
         return ExecutionState(
-            layout=layout,
-            plan=self.plan(layout).clone(),
-            groups=projection_groups(layout, self.sharing),
+            layout=prepared.layout,
+            plan=prepared.plan.clone() if dynamic else prepared.plan,
+            schedule=prepared.schedule.copy() if dynamic else prepared.schedule,
             probe=self.probe,
+            pack_runs=self.pack_runs,
         )
 
     def undo(self) -> None:
@@ -116,6 +154,21 @@ def _as_task_policies(policies) -> TaskPolicies:
     raise TokredError(
         f"policies must be a TaskPolicies, a mapping task->policy or a policy, got {policies!r}"
     )
+
+
+def _check_mask(mask: torch.Tensor, layout: TokenLayout) -> None:
+    if mask.shape != layout.segments.shape or not torch.equal(
+        mask.to(torch.bool), layout.valid_mask().to(mask.device)
+    ):
+        raise TokredError("attention_mask and tokred_layout disagree on which tokens are padding")
+
+
+def _plan_on(plan: ReductionPlan, device: torch.device) -> ReductionPlan:
+    selections = tuple(
+        Selection(s.layer, s.candidates.to(device), s.queries.to(device), s.keep_ratio)
+        for s in plan.selections
+    )
+    return ReductionPlan(plan.roles.to(device), selections)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -165,12 +218,13 @@ def apply_reduction(
                 state.layout.check_length(inputs.shape[1], inputs.shape[0])
             mask = kwargs.get("attention_mask")
             if isinstance(mask, torch.Tensor) and mask.dim() == 2:
-                if mask.shape != layout.segments.shape or not torch.equal(
-                    mask.to(torch.bool), state.layout.valid_mask().to(mask.device)
-                ):
-                    raise TokredError(
-                        "attention_mask and tokred_layout disagree on which tokens are padding"
-                    )
+                checked = layout.checked_mask if isinstance(layout, PreparedStep) else None
+                # A prepared step was checked on the host against its batch's own mask; a
+                # device comparison here would cost a synchronisation every forward.
+                if checked is None or checked.shape != mask.shape:
+                    _check_mask(mask, state.layout)
+            if kwargs.get("output_hidden_states"):
+                state.pack_runs = False  # every layer's output must then be whole
             kwargs[STATE_KWARG] = state
             # A reduced forward fills no KV cache; asking for one would return an empty cache
             # that silently loses the context if reused for decoding.

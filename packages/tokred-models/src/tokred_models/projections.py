@@ -57,11 +57,14 @@ def projection_modules(attn: nn.Module, proj: str, sets: tuple[str, ...]) -> lis
 
 
 def grouped_projection(
-    x: torch.Tensor, groups: torch.Tensor, modules: list[nn.Module]
+    x: torch.Tensor, group_counts: list[int], modules: list[nn.Module]
 ) -> torch.Tensor:
-    """Apply modules[g] to the rows of x (n, d) whose group is g; each row is computed once.
+    """Apply modules[g] to the rows of x (n, d) in group g. The rows come ordered by group
+    (schedule.py orders every packed selection so), group g holding group_counts[g] of
+    them: each group is a slice, each row is computed once, and no size is read back from
+    the device.
 
-    Every module runs, on zero rows when no row of x is in its group: all processes of a
+    Every module runs, on zero rows when its group is empty: all processes of a
     data-parallel or sharded job then run the same modules, and every trainable weight
     gets a gradient (zeros for an absent group), whatever tasks a process's micro-batch
     holds. FSDP2 pairs its reduce-scatters by order and DistributedDataParallel's buckets
@@ -73,20 +76,20 @@ def grouped_projection(
     """
     if len(modules) == 1:
         return modules[0](x)
-    n = x.shape[0]
-    counts = torch.bincount(groups, minlength=len(modules)).tolist() if n else [0] * len(modules)
-    whole = next((g for g, c in enumerate(counts) if c == n), None)
-    out = modules[whole](x) if whole is not None else None
-    for g, module in enumerate(modules):
-        if g == whole:
-            continue
-        if counts[g]:
-            rows = torch.nonzero(groups == g).squeeze(1)
-        else:
-            rows = groups.new_empty(0)
-        y = module(x.index_select(0, rows))
-        if out is None:
-            out = y.new_zeros(n, y.shape[-1])
-        # index_copy keeps a zero-row y in the graph: its weights get zero gradients.
-        out = out.index_copy(0, rows, y.to(out.dtype))
-    return out
+    if len(group_counts) != len(modules) or sum(group_counts) != x.shape[0]:
+        raise ValueError(
+            f"group_counts {group_counts} do not split {x.shape[0]} rows among {len(modules)} "
+            "projection sets"
+        )
+    outs = []
+    start = 0
+    for module, count in zip(modules, group_counts, strict=True):
+        outs.append(module(x.narrow(0, start, count)))
+        start += count
+    whole = next((g for g, c in enumerate(group_counts) if c == x.shape[0]), None)
+    if whole is None:
+        return torch.cat(outs, dim=0)
+    # The other modules ran on zero rows; adding their (empty) outputs' sum keeps their
+    # weights in the graph without copying the whole group's output.
+    rest = [y.sum() for g, y in enumerate(outs) if g != whole]
+    return outs[whole] + torch.stack(rest).sum().to(outs[whole].dtype)

@@ -23,7 +23,6 @@ from tokred_kernels import (
     pack_to_padded,
     padded_to_packed,
     scatter_packed,
-    token_index,
     topk_per_sample,
 )
 from torch import nn
@@ -52,6 +51,12 @@ class ReducedLayerForward:
 
     Without a `tokred_state` kwarg (e.g. `generate()` with a KV cache) it runs the layer's
     original forward unchanged.
+
+    Runs of layers (schedule.py): the first layer of a run gathers the ACTIVE rows out of
+    the hidden states, every layer of the run updates them packed, and the last one
+    scatters them back. The layers in between hand the run's input on unchanged (the
+    decoder loop passes each layer's output to the next), so the stream is gathered and
+    scattered once per run instead of once per layer.
     """
 
     def __init__(
@@ -90,73 +95,113 @@ class ReducedLayerForward:
         position_embeddings = kwargs.get("position_embeddings")
         if position_embeddings is None:
             raise TokredError(f"{type(self.layer).__name__} was called without position_embeddings")
-        if self.layer_idx == 0 and tokred_state.embeddings is None:
-            tokred_state.embeddings = hidden_states
-        layer = self.layer
-        checkpointing = getattr(layer, "gradient_checkpointing", False) and layer.training
-        if checkpointing and torch.is_grad_enabled():
-            # This instance `forward` shadows the class forward that Hugging Face wraps with
-            # checkpointing (GradientCheckpointingLayer), so checkpoint here ourselves. The
-            # layer-0 embeddings go in as an input too, so that reentrant checkpointing also
-            # sends the INJECT keys/values' gradient back to them.
-            def run(x: torch.Tensor, embeddings: torch.Tensor | None) -> torch.Tensor:
-                return self.compute_layer(x, position_embeddings, tokred_state, embeddings)
+        state = tokred_state
+        if self.layer_idx == 0 and state.embeddings is None:
+            state.embeddings = hidden_states
+        state.layout.check_length(hidden_states.shape[1], hidden_states.shape[0])
+        return self.adapter.wrap_output(self._run_step(hidden_states, position_embeddings, state))
 
-            out = layer._gradient_checkpointing_func(run, hidden_states, tokred_state.embeddings)
+    def _run_step(self, x: torch.Tensor, position_embeddings, state: ExecutionState):
+        """This layer's part of its run: gather at its start, scatter at its end."""
+        layer, idx = self.layer, self.layer_idx
+        pattern = state.schedule.pattern(idx)
+        active = pattern.active.index
+        if active.total == 0:  # nothing has work in this layer
+            return x + zero_touch(layer, x)
+        first, last = state.schedule.run_of(idx) if state.pack_runs else (idx, idx)
+        if idx == first or state.carried is None:
+            base, packed = x, gather_packed(x, active)
         else:
-            out = self.compute_layer(hidden_states, position_embeddings, tokred_state)
-        return self.adapter.wrap_output(out)
+            base, packed = state.carried
+            if x is not base:
+                raise TokredError(
+                    f"layer {idx} got hidden states other than its run's (layers {first}-"
+                    f"{last}): something between decoder layers changed them; set the "
+                    "reduction handle's pack_runs = False"
+                )
+
+        def run(rows: torch.Tensor, embeddings: torch.Tensor | None) -> torch.Tensor:
+            return self.compute_packed(rows, position_embeddings, state, embeddings)
+
+        if getattr(layer, "gradient_checkpointing", False) and layer.training:
+            if torch.is_grad_enabled():
+                # This instance `forward` shadows the class forward that Hugging Face wraps
+                # with checkpointing (GradientCheckpointingLayer), so checkpoint here. The
+                # layer-0 embeddings go in as an input too, so that reentrant checkpointing
+                # also sends the INJECT keys/values' gradient back to them.
+                packed = layer._gradient_checkpointing_func(run, packed, state.embeddings)
+            else:
+                packed = run(packed, state.embeddings)
+        else:
+            packed = run(packed, state.embeddings)
+        if idx == last:
+            state.carried = None
+            return scatter_packed(base, packed, active)
+        state.carried = (base, packed)
+        return base
 
     # ------------------------------------------------------------------------------------
-    def compute_layer(
+    def compute_packed(
         self,
-        x: torch.Tensor,
+        x_act: torch.Tensor,
         position_embeddings,
         state: ExecutionState,
-        embeddings: torch.Tensor | None = None,
+        embeddings: torch.Tensor | None,
     ) -> torch.Tensor:
-        """The layer on the tokens with work in it: x (B, N, d) -> x with the ACTIVE rows
-        updated. `embeddings` overrides `state.embeddings` (the checkpointed copy of them)."""
+        """The layer on its ACTIVE rows (packed, in the pattern's order) -> their new values.
+        `embeddings` are the layer-0 hidden states (a checkpointed copy of them)."""
         attn = self.adapter.attention(self.layer)
-        bsz, seq, _ = x.shape
-        state.layout.check_length(seq, bsz)
-        if embeddings is None:
-            embeddings = state.embeddings
-        roles = state.roles[self.layer_idx]
-        a_idx = token_index(roles == Role.ACTIVE)
-        if a_idx.total == 0:  # nothing has work in this layer
-            return x + zero_touch(self.layer, x)
-        cos, sin = (t.expand(bsz, -1, -1).reshape(bsz * seq, -1) for t in position_embeddings)
-        groups = state.groups.reshape(-1)
-        x_act, q, keys = self._active_qkv(x, a_idx, groups, cos, sin, seq)
-        inject = roles == Role.INJECT
-        if bool(inject.any()):
+        pattern = state.schedule.pattern(self.layer_idx)
+        seq = state.layout.seq_len
+        cos, sin = self._rope_rows(state, pattern, position_embeddings)
+        q, keys = self._active_qkv(x_act, pattern, cos[0], sin[0], seq)
+        if pattern.inject.total:
             if embeddings is None:
                 raise TokredError(
                     "INJECT tokens need the layer-0 embeddings, but layer 0 did not run"
                 )
-            keys.append(*self._injected_kv(embeddings, token_index(inject), groups, cos, sin, seq))
+            keys.append(*self._injected_kv(embeddings, pattern, cos[1], sin[1]), pattern, seq)
+        a_idx = pattern.active.index
         q_pad = pack_to_padded(q, a_idx).transpose(1, 2)  # (B, H, Nq, D)
-        self._observe(state, attn, q_pad, a_idx, keys, bsz, seq)
+        self._observe(state, attn, q_pad, a_idx, keys, a_idx.batch_size, seq)
         dropout = getattr(attn, "attention_dropout", 0.0) if attn.training else 0.0
         o = bucketed_attention(
             q_pad,
-            a_idx.padded_indices % max(seq, 1),
-            a_idx.padded_valid,
-            keys.counts[0],
+            keys.tokens[0],
+            keys.valid[0],
             keys.parts(),
+            pattern.buckets,
             scale=attn.scaling,
             dropout=dropout,
             window=self.window,
+            masks=pattern.cache,
         )
         heads = q.shape[1]
-        o = padded_to_packed(o.transpose(1, 2).reshape(bsz, -1, heads * q.shape[2]), a_idx)
-        return scatter_packed(x, self._residual(x_act, attn.o_proj(o)).to(x.dtype), a_idx)
+        o = padded_to_packed(
+            o.transpose(1, 2).reshape(a_idx.batch_size, -1, heads * q.shape[2]), a_idx
+        )
+        return self._residual(x_act, attn.o_proj(o)).to(x_act.dtype)
 
-    def _project(self, h: torch.Tensor, groups: torch.Tensor, name: str, heads: int):
+    def _rope_rows(self, state: ExecutionState, pattern, position_embeddings):
+        """cos/sin at the ACTIVE and at the INJECT rows, gathered once per forward for all
+        the layers of a pattern (they take the same position embeddings)."""
+        key = (id(pattern), id(position_embeddings[0]))
+        rows = state.rope_rows.get(key)
+        if rows is None:
+            bsz, seq = state.layout.batch_size, state.layout.seq_len
+            cos, sin = (t.expand(bsz, -1, -1).reshape(bsz * seq, -1) for t in position_embeddings)
+            sets = (pattern.active.index, pattern.inject.index)
+            rows = (
+                tuple(cos.index_select(0, s.indices) for s in sets),
+                tuple(sin.index_select(0, s.indices) for s in sets),
+            )
+            state.rope_rows[key] = rows
+        return rows
+
+    def _project(self, h: torch.Tensor, group_counts: list[int], name: str, heads: int):
         """One of q/k/v_proj over packed rows, each row through its group's projection set."""
         modules = projection_modules(self.adapter.attention(self.layer), name, self.sets)
-        return grouped_projection(h, groups, modules).view(-1, heads, self._head_dim())
+        return grouped_projection(h, group_counts, modules).view(-1, heads, self._head_dim())
 
     def _head_dim(self) -> int:
         return _head_counts(self.adapter.attention(self.layer))[2]
@@ -164,42 +209,40 @@ class ReducedLayerForward:
     def _input_norm(self, h: torch.Tensor) -> torch.Tensor:
         return self.adapter.input_norm(self.layer)(h) if self.norm_placement == "pre" else h
 
-    def _active_qkv(self, x, a_idx, groups, cos, sin, seq):
-        """The ACTIVE rows, their queries, and their keys/values as the first key part."""
+    def _active_qkv(self, x_act, pattern, cos, sin, seq):
+        """The ACTIVE rows' queries, and their keys/values as the first key part."""
         attn = self.adapter.attention(self.layer)
         heads, kv_heads, _ = _head_counts(attn)
-        x_act = gather_packed(x, a_idx)
         h = self._input_norm(x_act)
-        g_act = groups.index_select(0, a_idx.indices)
-        q = self._project(h, g_act, "q_proj", heads)
-        k = self._project(h, g_act, "k_proj", kv_heads)
-        v = self._project(h, g_act, "v_proj", kv_heads)
+        counts = pattern.active.group_counts
+        q = self._project(h, counts, "q_proj", heads)
+        k = self._project(h, counts, "k_proj", kv_heads)
+        v = self._project(h, counts, "v_proj", kv_heads)
         q, k = self.adapter.qk_norm(attn, q, k)
-        c_a, s_a = cos.index_select(0, a_idx.indices), sin.index_select(0, a_idx.indices)
-        q, k = _rope(q, c_a, s_a), _rope(k, c_a, s_a)
+        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         keys = _KeyParts()
-        keys.append(k, v, a_idx, seq)
-        return x_act, q, keys
+        keys.append(k, v, pattern.active.index, pattern, seq)
+        return q, keys
 
-    def _injected_kv(self, embeddings, i_idx, groups, cos, sin, seq):
+    def _injected_kv(self, embeddings, pattern, cos, sin):
         """Keys/values of the INJECT tokens: their layer-0 embeddings through this layer's
         input norm and projections (HiMix)."""
         attn = self.adapter.attention(self.layer)
         heads, kv_heads, head_dim = _head_counts(attn)
+        i_idx = pattern.inject.index
         e = self._input_norm(gather_packed(embeddings, i_idx))
-        g_inj = groups.index_select(0, i_idx.indices)
-        ki = self._project(e, g_inj, "k_proj", kv_heads)
-        vi = self._project(e, g_inj, "v_proj", kv_heads)
+        counts = pattern.inject.group_counts
+        ki = self._project(e, counts, "k_proj", kv_heads)
+        vi = self._project(e, counts, "v_proj", kv_heads)
         _, ki = self.adapter.qk_norm(attn, ki.new_zeros(ki.shape[0], heads, head_dim), ki)
-        ki = _rope(ki, cos.index_select(0, i_idx.indices), sin.index_select(0, i_idx.indices))
-        return ki, vi, i_idx, seq
+        return _rope(ki, cos, sin), vi, i_idx
 
     def _observe(self, state, attn, q_pad, a_idx, keys, bsz, seq) -> None:
         """The probe and the dynamic selections see the whole batch's keys in one block."""
         if state.probe is None and not state.plan.selections_at(self.layer_idx):
             return
         k_pad = torch.cat(keys.padded_k, dim=1).transpose(1, 2)  # (B, Hkv, Nk, D)
-        q_tok = a_idx.padded_indices % max(seq, 1)
+        q_tok = keys.tokens[0]  # the queries are the first key part's tokens
         k_tok = torch.cat(keys.tokens, dim=1)
         k_valid = torch.cat(keys.valid, dim=1)
         q_valid = a_idx.padded_valid
@@ -257,31 +300,35 @@ class ReducedLayerForward:
                 kept[rows[kept_slots]] = True
                 kept = kept.view(bsz, seq)
                 state.plan.apply_selection(sel, kept)
+        # The roles after this layer changed: their index sets, built from the roles on the
+        # host, are rebuilt once here (the one read-back of a selection).
+        state.schedule.refresh(self.layer_idx + 1, state.plan.roles)
 
 
 class _KeyParts:
     """The key/value parts of one layer's attention (ACTIVE, then INJECT), padded per
-    sample, with their token indices, validity and per-sample counts."""
+    sample, with their token indices and validity (shared by the pattern's layers)."""
 
     def __init__(self) -> None:
         self.padded_k: list[torch.Tensor] = []
         self.padded_v: list[torch.Tensor] = []
         self.tokens: list[torch.Tensor] = []
         self.valid: list[torch.Tensor] = []
-        self.counts: list[list[int]] = []
 
-    def append(self, k: torch.Tensor, v: torch.Tensor, index, seq: int) -> None:
+    def append(self, k: torch.Tensor, v: torch.Tensor, index, pattern, seq: int) -> None:
         self.padded_k.append(pack_to_padded(k, index))
         self.padded_v.append(pack_to_padded(v, index))
-        self.tokens.append(index.padded_indices % max(seq, 1))
+        key = ("tokens", id(index))
+        if key not in pattern.cache:
+            pattern.cache[key] = index.padded_indices % max(seq, 1)
+        self.tokens.append(pattern.cache[key])
         self.valid.append(index.padded_valid)
-        self.counts.append(index.counts.tolist())
 
     def parts(self) -> list[KeyPart]:
         return [
-            KeyPart(kp.transpose(1, 2), vp.transpose(1, 2), tok, valid, counts)
-            for kp, vp, tok, valid, counts in zip(
-                self.padded_k, self.padded_v, self.tokens, self.valid, self.counts, strict=True
+            KeyPart(kp.transpose(1, 2), vp.transpose(1, 2), tok, valid)
+            for kp, vp, tok, valid in zip(
+                self.padded_k, self.padded_v, self.tokens, self.valid, strict=True
             )
         ]
 

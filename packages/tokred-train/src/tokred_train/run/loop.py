@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 from tokred_core import RunInterrupted, TokredError
+from tokred_models import ReductionHandle
 from torch import nn
 
 from ..config import TrainConfig, config_to_dict, load_config
@@ -57,7 +58,7 @@ from .sampler import MixedBatchSampler
 from .setup import RunSetup, data_position, seed_everything, setup_run
 from .sharded_checkpoint import save_sharded_checkpoint
 from .sharding import full_value, gradient_sync, is_sharded, reshard
-from .step import BatchTargets, batch_targets
+from .step import PREPARED_KEY, BatchTargets, batch_targets
 from .summary import SUMMARY_FILE, run_summary
 from .validation import validation_loss
 from .window import MetricsWindow, StepRecord
@@ -101,13 +102,21 @@ MicroBatch = tuple[dict[str, Any], BatchTargets, dict[str, list[int]]] | None
 
 
 def _micro_batch(
-    data: TrainData, sampler: MixedBatchSampler, micro: int, tasks: Sequence[str]
+    data: TrainData,
+    sampler: MixedBatchSampler,
+    micro: int,
+    tasks: Sequence[str],
+    handle: ReductionHandle | None = None,
 ) -> MicroBatch:
-    """Micro-batch `micro` of the mixed stream, keeping the samples of `tasks` only."""
+    """Micro-batch `micro` of the mixed stream, keeping the samples of `tasks` only, with
+    its reduction plan and schedule prepared on the host (in the prefetch thread when
+    there is one) when `handle` is given."""
     parts = {task: idx for task, idx in sampler.draw(micro).items() if task in tasks}
     if not any(len(idx) for idx in parts.values()):
         return None
     batch = data.collate(parts)
+    if handle is not None:
+        batch[PREPARED_KEY] = handle.prepare(batch["layout"], batch["attention_mask"])
     return batch, batch_targets(batch, data.loss_path), {t: i.tolist() for t, i in parts.items()}
 
 
@@ -319,7 +328,9 @@ class Trainer:
         if depth is None:
             depth = 2 if s.device.type == "cuda" else 0
         tasks, accum = cfg.data.train_tasks, cfg.optim.grad_accum
-        prefetch = Prefetcher(lambda m: _micro_batch(s.data, s.sampler, m, tasks), depth)
+        prefetch = Prefetcher(
+            lambda m: _micro_batch(s.data, s.sampler, m, tasks, s.run.handle), depth
+        )
         step = s.start_step
         # SIGINT/SIGTERM during the loop: finish the step and what is due after it, save,
         # stop (run/interrupt.py).

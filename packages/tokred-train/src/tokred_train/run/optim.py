@@ -26,7 +26,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
         {"params": no_decay, "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
-    fused = all(p.is_cuda for g in groups for p in g["params"])
+    fused = all(p.is_cuda or p.device.type == "cpu" for g in groups for p in g["params"])
     return torch.optim.AdamW(
         groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused or None
     )

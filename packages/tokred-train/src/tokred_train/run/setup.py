@@ -193,6 +193,7 @@ def _wrap_for_ranks(
     if run.config.run.distributed == "fsdp":
         handle = run.built.handle
         layers = handle.adapter.layers(handle.model)
+        handle.pack_runs = False  # FSDP2 hooks each layer's inputs and outputs (patch.py)
         return shard_step_module(step_module, layers, run.config, bf16)
     from torch.nn.parallel import DistributedDataParallel
 

@@ -37,7 +37,12 @@ from ..data.collate import IGNORE_INDEX
 from ..data.model_io import LOSS_PATHS
 from .losses import LossTargets, head_loss_sums, loss_targets
 
-__all__ = ["BatchTargets", "TrainStep", "batch_targets"]
+__all__ = ["BatchTargets", "PREPARED_KEY", "TrainStep", "batch_targets"]
+
+#: Where a collated batch holds its prepared reduction step (ReductionHandle.prepare),
+#: built on the host where the batch was collated; without it the layout is planned in
+#: the forward.
+PREPARED_KEY = "tokred_step"
 
 
 @dataclass
@@ -105,7 +110,7 @@ class TrainStep(nn.Module):
             out = decoder(
                 input_ids=input_ids,
                 attention_mask=attention_mask,
-                tokred_layout=batch["layout"],
+                tokred_layout=batch.get(PREPARED_KEY, batch["layout"]),
                 use_cache=False,
             )
             return head_loss_sums(out.last_hidden_state, targets.text, head=head)
@@ -123,7 +128,7 @@ class TrainStep(nn.Module):
             batch["image_code_mask"].to(device, non_blocking=True),
             attention_mask,
             pixel_values,
-            layout=batch["layout"],
+            layout=batch.get(PREPARED_KEY, batch["layout"]),
         )
         sums = head_loss_sums(hidden, targets.text, head=self._parts[1])
         if targets.image is not None:  # on zero rows without generation targets: every
