@@ -18,7 +18,9 @@ MODULES = sorted(Path(commands.__file__).parent.glob("[!_]*.py"))
 def test_every_module_in_commands_is_a_command():
     names = {m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")}
     assert (
-        names == set(discover_commands()) == {"analyze", "demo", "eval", "flops", "study", "train"}
+        names
+        == set(discover_commands())
+        == {"analyze", "bench", "demo", "eval", "flops", "study", "train"}
     )
 
 
