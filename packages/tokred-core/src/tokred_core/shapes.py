@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import TokredError
 
-__all__ = ["DecoderShape", "PRESETS", "load_shape"]
+__all__ = ["DecoderShape", "PRESETS", "load_shape", "read_config_json"]
 
 # Multimodal configs (LLaVA, Janus, InternVL, transformers' Emu3/Chameleon wrappers) nest
 # the language model's config under one of these keys; the decoder is what we price.
@@ -135,22 +135,30 @@ PRESETS: dict[str, DecoderShape] = {
 }
 
 
-def load_shape(spec: str | Path) -> DecoderShape:
-    """A preset name, a path to a `config.json`, or a directory holding one."""
-    if isinstance(spec, str) and spec in PRESETS:
-        return PRESETS[spec]
+def read_config_json(spec: str | Path, what: str, presets) -> tuple[str, dict]:
+    """(path, parsed JSON) of a `config.json` named by `spec` (a file, or a folder holding
+    one); a TokredError naming `what` and the `presets` otherwise. Shared by every loader
+    that takes a preset name or a Hugging Face config."""
     path = Path(spec)
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():
         raise TokredError(
-            f"config {str(spec)!r} is neither a preset ({', '.join(sorted(PRESETS))}) "
+            f"{what} {str(spec)!r} is neither a preset ({', '.join(sorted(presets))}) "
             f"nor an existing file ({path} not found)"
         )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise TokredError(f"cannot read config {str(path)!r}: {exc}") from None
+        raise TokredError(f"cannot read {what} {str(path)!r}: {exc}") from None
     except json.JSONDecodeError as exc:
-        raise TokredError(f"config {str(path)!r} is not valid JSON: {exc}") from None
-    return DecoderShape.from_hf_config(data, source=str(path))
+        raise TokredError(f"{what} {str(path)!r} is not valid JSON: {exc}") from None
+    return str(path), data
+
+
+def load_shape(spec: str | Path) -> DecoderShape:
+    """A preset name, a path to a `config.json`, or a directory holding one."""
+    if isinstance(spec, str) and spec in PRESETS:
+        return PRESETS[spec]
+    source, data = read_config_json(spec, "config", PRESETS)
+    return DecoderShape.from_hf_config(data, source=source)

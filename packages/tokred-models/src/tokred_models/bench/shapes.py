@@ -12,12 +12,12 @@ config of another family is timed as the Llama decoder of its shape.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tokred_core import DecoderShape, TokredError
+from tokred_core.shapes import read_config_json
 
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM
@@ -156,21 +156,8 @@ def load_bench_shape(spec: str | Path) -> BenchShape:
     """A preset name, or a `config.json` (or a folder holding one) with optional bench keys."""
     if isinstance(spec, str) and spec in BENCH_PRESETS:
         return BENCH_PRESETS[spec]
-    path = Path(spec)
-    if path.is_dir():
-        path = path / "config.json"
-    if not path.is_file():
-        raise TokredError(
-            f"shape {str(spec)!r} is neither a preset ({', '.join(BENCH_PRESETS)}) "
-            f"nor an existing file ({path} not found)"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise TokredError(f"cannot read shape {str(path)!r}: {exc}") from None
-    except json.JSONDecodeError as exc:
-        raise TokredError(f"shape {str(path)!r} is not valid JSON: {exc}") from None
-    return shape_from_config(data, str(path))
+    source, data = read_config_json(spec, "shape", BENCH_PRESETS)
+    return shape_from_config(data, source)
 
 
 def shape_from_config(data: Any, source: str) -> BenchShape:
