@@ -100,7 +100,7 @@ def _mask(q_tok, q_valid, k_tok, k_valid, window):
         mask &= (q_tok[:, :, None] - k_tok[:, None, :]) < window
     mask &= k_valid[:, None, :]
     # Padding query rows see every key so the softmax stays finite; their output is dropped.
-    return mask | ~q_valid[:, :, None]
+    return (mask | ~q_valid[:, :, None])[:, None]  # (B, 1, Nq, Nk): one mask for all heads
 
 
 def _bucket_inputs(bucket: Bucket, q, q_tok, q_valid, parts: list[KeyPart]):
@@ -139,29 +139,20 @@ def bucketed_attention(
     depend on positions only)."""
     gqa = q.shape[1] != parts[0].k.shape[1]
     self_causal = len(parts) == 1 and window is None
+    cache = masks if masks is not None else {}
     out = None
     for i, bucket in enumerate(buckets.buckets):
         qb, qt, qv, k, v, kt, kv = _bucket_inputs(bucket, q, q_tok, q_valid, parts)
-        mask = None
-        if not self_causal and q.is_cuda:
-            o = _dispatched(qb, k, v, qt, kt, qv, kv, scale, dropout, window, masks, i)
-        elif not self_causal:
-            key = (i, window)
-            mask = masks.get(key) if masks is not None else None
-            if mask is None:
-                mask = _mask(qt, qv, kt, kv, window)[:, None]
-                if masks is not None:
-                    masks[key] = mask
-        if self_causal or not q.is_cuda:
+        if self_causal:
             o = F.scaled_dot_product_attention(
-                qb,
-                k,
-                v,
-                attn_mask=mask,
-                dropout_p=dropout,
-                is_causal=self_causal,
-                scale=scale,
-                enable_gqa=gqa,
+                qb, k, v, dropout_p=dropout, is_causal=True, scale=scale, enable_gqa=gqa
+            )
+        elif q.is_cuda:
+            o = _dispatched(qb, k, v, qt, kt, qv, kv, scale, dropout, window, cache, i)
+        else:
+            mask = _cached(cache, (i, window), _mask, qt, qv, kt, kv, window)
+            o = F.scaled_dot_product_attention(
+                qb, k, v, attn_mask=mask, dropout_p=dropout, scale=scale, enable_gqa=gqa
             )
         if bucket.rows is None:
             return o if o.shape[2] == q.shape[2] else F.pad(o, (0, 0, 0, q.shape[2] - o.shape[2]))
@@ -171,7 +162,15 @@ def bucketed_attention(
     return out
 
 
-def _dispatched(q, k, v, q_tok, k_tok, q_valid, k_valid, scale, dropout, window, masks, i):
+def _cached(cache: dict, key, build, *args):
+    """cache[key], built as build(*args) on first use: what depends on positions only is
+    built once per step for all the layers that share a pattern."""
+    if key not in cache:
+        cache[key] = build(*args)
+    return cache[key]
+
+
+def _dispatched(q, k, v, q_tok, k_tok, q_valid, k_valid, scale, dropout, window, cache, i):
     """One bucket through the kernels' position_attention backends (GPU)."""
     inputs = dict(
         q=q,
@@ -190,10 +189,7 @@ def _dispatched(q, k, v, q_tok, k_tok, q_valid, k_valid, scale, dropout, window,
         # The varlen plan reads its sizes back once; positions are the same in every layer
         # of the pattern, so it is built once per step.
         key = (i, window, "varlen")
-        if masks is None or key not in masks:
-            plan = build_varlen_plan(q_tok, k_tok, q_valid, k_valid)
-            if masks is None:
-                return impl.ops["position_attention"](**inputs, varlen_plan=plan)
-            masks[key] = plan
-        inputs["varlen_plan"] = masks[key]
+        inputs["varlen_plan"] = _cached(
+            cache, key, build_varlen_plan, q_tok, k_tok, q_valid, k_valid
+        )
     return impl.ops["position_attention"](**inputs)

@@ -72,7 +72,8 @@ def grouped_projection(
     wrong collectives (silently so when two sets have equal shapes) or need
     find_unused_parameters (a graph traversal every step).
 
-    A group that holds every row is a plain call, so `none` costs what the base model does.
+    With one set (sharing "shared") it is a plain call, so `none` costs what the base
+    model does.
     """
     if len(modules) == 1:
         return modules[0](x)
@@ -84,12 +85,7 @@ def grouped_projection(
     outs = []
     start = 0
     for module, count in zip(modules, group_counts, strict=True):
+        # A zero-row slice keeps its module in the graph: its weights get zero gradients.
         outs.append(module(x.narrow(0, start, count)))
         start += count
-    whole = next((g for g, c in enumerate(group_counts) if c == x.shape[0]), None)
-    if whole is None:
-        return torch.cat(outs, dim=0)
-    # The other modules ran on zero rows; adding their (empty) outputs' sum keeps their
-    # weights in the graph without copying the whole group's output.
-    rest = [y.sum() for g, y in enumerate(outs) if g != whole]
-    return outs[whole] + torch.stack(rest).sum().to(outs[whole].dtype)
+    return torch.cat(outs, dim=0)
