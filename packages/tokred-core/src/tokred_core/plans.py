@@ -108,6 +108,19 @@ class ReductionPlan:
             plan.apply_selection(s, kept)
         return plan
 
+    def with_full_layers(self, layers) -> ReductionPlan:
+        """A copy in which the named layers run every token that is still there in full:
+        INJECT and BYPASS become ACTIVE there (DROPPED tokens stay gone, and selections
+        are kept). Conflict-aware gating (tokred-train's strategy.gate_threshold) turns
+        reduction off layer by layer this way."""
+        roles = self.roles.clone()
+        for layer in layers:
+            if not 0 <= layer < self.num_layers:
+                raise TokredError(f"full layer {layer} is out of range 0..{self.num_layers - 1}")
+            reduced = (roles[layer] == Role.INJECT) | (roles[layer] == Role.BYPASS)
+            roles[layer].masked_fill_(reduced, int(Role.ACTIVE))
+        return ReductionPlan(roles, self.selections)
+
     def role_counts(self) -> torch.Tensor:
         """(L, B, len(Role)) long: tokens of each role per layer and sample."""
         return torch.stack([(self.roles == r).sum(-1) for r in Role], dim=-1)

@@ -13,7 +13,7 @@ its kwargs. Called without `tokred_layout`, the model behaves exactly as before.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import torch
@@ -81,12 +81,22 @@ class ReductionHandle:
         return self.policies.plan(layout, self.num_layers)
 
     def prepare(
-        self, layout: TokenLayout, attention_mask: torch.Tensor | None = None
+        self,
+        layout: TokenLayout,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        policies: TaskPolicies | None = None,
+        full_layers: Collection[int] = (),
     ) -> PreparedStep:
         """The plan and schedule of one batch, built on the host and moved to the model's
         device once (call it where the batch is collated, e.g. in a prefetch thread).
         Pass the result as `tokred_layout`. With the batch's (CPU) `attention_mask` the
-        padding check is done here, on the host, instead of on the device per forward."""
+        padding check is done here, on the host, instead of on the device per forward.
+
+        policies: plan this batch with these instead of the handle's own (a training
+        strategy's unreduced steps: `TaskPolicies()`); the sharing stays the handle's.
+        full_layers: layers that run every remaining token in full
+        (`ReductionPlan.with_full_layers`)."""
         if not isinstance(layout, TokenLayout):
             raise TokredError(f"{LAYOUT_KWARG} must be a TokenLayout, got {type(layout).__name__}")
         host = TokenLayout(layout.segments.cpu(), layout.tasks.cpu())
@@ -94,7 +104,9 @@ class ReductionHandle:
         if attention_mask is not None:
             checked = attention_mask.cpu()
             _check_mask(checked, host)
-        plan = self.plan(host)
+        plan = (self.policies if policies is None else policies).plan(host, self.num_layers)
+        if full_layers:
+            plan = plan.with_full_layers(full_layers)
         device = _model_device(self.model)
         schedule = StepSchedule(
             plan.roles,

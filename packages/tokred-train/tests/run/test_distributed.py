@@ -21,12 +21,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 SCRIPT = textwrap.dedent(
     """
-    import os, sys, torch
+    import json, os, sys, torch
     from tokred_train import load_config, train
     from tokred_train.run.distributed import dist_info, shutdown_distributed
     from tokred_train.testing import HIMIX_HMGEN
 
     out, batch_size = sys.argv[1], int(sys.argv[2])
+    extra = json.loads(sys.argv[3]) if len(sys.argv) > 3 else []
     cfg = load_config({
         "model": {"hidden_size": 32, "intermediate_size": 64, "num_layers": 3},
         "data": {"num_train": 8, "num_val": 2, "image_size": 16, "patch_size": 4},
@@ -35,7 +36,7 @@ SCRIPT = textwrap.dedent(
         "run": {"out_dir": out + "/run", "progress": False, "tensorboard": False,
                 "threads": 1, "log_every": 1, "ckpt_every": 3},
         "eval": {"max_samples": 2},
-    })
+    }, extra)
     result = train(cfg)
     rank = dist_info().rank
     torch.save({n: p.detach() for n, p in result.model.named_parameters()},
@@ -45,11 +46,13 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def _launch(tmp_path, nproc: int, batch_size: int) -> None:
+def _launch(tmp_path, nproc: int, batch_size: int, overrides: list[str] | None = None) -> None:
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, str(script), str(tmp_path), str(batch_size)]
+    if overrides:
+        cmd.append(json.dumps(overrides))
     if nproc > 1:
         cmd = [
             sys.executable,
@@ -92,6 +95,30 @@ def test_two_ranks_split_the_global_batch_and_stay_in_sync(tmp_path):
     summary = json.loads((ddp / "run" / "summary.json").read_text())
     assert summary["world_size"] == 2
     assert len(list((ddp / "run" / "checkpoints").glob("step-*"))) == 1
+
+
+def test_pcgrad_and_the_gate_under_two_ranks_match_one_process(tmp_path):
+    """Gradient surgery averages each task's gradient across the ranks itself, and the
+    gate the main process sets from its measurement reaches every rank."""
+    strategy = [
+        "strategy.surgery=pcgrad",
+        "strategy.gate_threshold=1.0",
+        "run.conflict_every=1",
+        "run.conflict_samples=2",
+    ]
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    single.mkdir()
+    ddp.mkdir()
+    _launch(single, 1, 4, strategy)
+    _launch(ddp, 2, 2, strategy)
+    one, two = _metrics(single), _metrics(ddp)
+    for mine, ref in zip(two, one, strict=True):  # step 2 follows step 1's surgery
+        for key in ("loss", "loss_understanding", "loss_generation", "grad_norm"):
+            assert mine[key] == pytest.approx(ref[key], rel=1e-4), (mine["step"], key)
+    w0, w1 = torch.load(ddp / "weights-0.pt"), torch.load(ddp / "weights-1.pt")
+    assert all(torch.equal(w0[name], w1[name]) for name in w0)
+    gates = (ddp / "run" / "gate.jsonl").read_text().splitlines()
+    assert [json.loads(g)["full_layers"] for g in gates] == [[], [0, 1, 2]]
 
 
 INTERRUPT_SCRIPT = textwrap.dedent(

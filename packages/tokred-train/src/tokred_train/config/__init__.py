@@ -19,6 +19,7 @@ from .schema import (
     check_policies_fit,
     split_data_path,
 )
+from .strategy import SURGERIES, StrategyConfig
 
 __all__ = [
     "DATA_KINDS",
@@ -30,6 +31,8 @@ __all__ = [
     "PolicySpec",
     "ReductionConfig",
     "RunConfig",
+    "StrategyConfig",
+    "SURGERIES",
     "TrainConfig",
     "apply_overrides",
     "check_policies_fit",

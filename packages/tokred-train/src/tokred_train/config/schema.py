@@ -28,6 +28,7 @@ from tokred_models.tiny import TINY_DEFAULTS
 
 from .coerce import check_positive as _positive
 from .coerce import config_error
+from .strategy import StrategyConfig
 from .training import EvalConfig, LoraConfig, OptimConfig, RunConfig
 
 __all__ = [
@@ -288,8 +289,15 @@ class TrainConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     run: RunConfig = field(default_factory=RunConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
 
     def __post_init__(self) -> None:
+        if self.strategy.gate_threshold is not None and not self.run.conflict_every:
+            raise _fail(
+                "strategy.gate_threshold",
+                f"{self.strategy.gate_threshold} gates by the measured gradient conflict, "
+                "which needs run.conflict_every > 0",
+            )
         if self.model.kind == "tiny":  # the depth is known: check the policies fit it now
             check_policies_fit(self.reduction, self.model.num_layers)
 

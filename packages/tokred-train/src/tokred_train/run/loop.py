@@ -21,6 +21,11 @@ validation: per-step losses and gradient norms stay on the device until then.
 
 run.conflict_every adds, between steps, the tasks' gradient conflict on a fixed probe
 (run/conflict.py: conflict.jsonl), without changing the training.
+
+The strategy section (config/strategy.py) changes the step: unreduced full steps and
+self-distillation (full_steps.py, planned with each micro-batch), gradient surgery
+(surgery.py: each micro-batch as one sub-batch per task, accumulate.py) and the conflict
+gate (gate.py: reduction off in the layers where the tasks' gradients conflict).
 """
 
 from __future__ import annotations
@@ -34,11 +39,11 @@ from typing import Any
 
 import torch
 from tokred_core import RunInterrupted, TokredError
-from tokred_models import ReductionHandle
 from torch import nn
 
 from ..config import TrainConfig, config_to_dict, load_config
 from ..data.training_data import TrainData
+from .accumulate import backward_micro_batches
 from .checkpoint import (
     CHECKPOINT_DIR,
     capture_rng_state,
@@ -48,17 +53,19 @@ from .checkpoint import (
 )
 from .conflict import CONFLICT_FILE, ConflictProbe
 from .distributed import barrier, global_sum
+from .gate import GATE_FILE
 from .interrupt import InterruptWatch, resume_hint
 from .log import SAMPLES_FILE, MetricsLogger
+from .micro_batch import MicroBatch, micro_batch
 from .nonfinite import NonFiniteGuard
 from .prefetch import Prefetcher
 from .provenance import checkpoint_provenance
 from .result import RunResult
-from .sampler import MixedBatchSampler
 from .setup import RunSetup, data_position, seed_everything, setup_run
 from .sharded_checkpoint import save_sharded_checkpoint
-from .sharding import full_value, gradient_sync, is_sharded, reshard
-from .step import PREPARED_KEY, BatchTargets, batch_targets
+from .sharding import full_value, is_sharded, reshard
+from .step import BatchTargets, batch_targets
+from .strategies import strategy_parts
 from .summary import SUMMARY_FILE, run_summary
 from .validation import validation_loss
 from .window import MetricsWindow, StepRecord
@@ -96,30 +103,6 @@ def train(
         torch.set_num_threads(threads)
 
 
-#: One micro-batch as the step takes it: the collated batch, its loss targets, and the
-#: sample indices it holds by task (None: the micro-batch holds no sample of a trained task).
-MicroBatch = tuple[dict[str, Any], BatchTargets, dict[str, list[int]]] | None
-
-
-def _micro_batch(
-    data: TrainData,
-    sampler: MixedBatchSampler,
-    micro: int,
-    tasks: Sequence[str],
-    handle: ReductionHandle | None = None,
-) -> MicroBatch:
-    """Micro-batch `micro` of the mixed stream, keeping the samples of `tasks` only, with
-    its reduction plan and schedule prepared on the host (in the prefetch thread when
-    there is one) when `handle` is given."""
-    parts = {task: idx for task, idx in sampler.draw(micro).items() if task in tasks}
-    if not any(len(idx) for idx in parts.values()):
-        return None
-    batch = data.collate(parts)
-    if handle is not None:
-        batch[PREPARED_KEY] = handle.prepare(batch["layout"], batch["attention_mask"])
-    return batch, batch_targets(batch, data.loss_path), {t: i.tolist() for t, i in parts.items()}
-
-
 class Trainer:
     """One run, in the parts a reader looks for: `setup_run` (in __init__), `train_step`,
     `validate`, `checkpoint`, `fit` (the loop: steps, flushes, checkpoints, validation)
@@ -149,6 +132,7 @@ class Trainer:
         self.window = MetricsWindow(s.dist)
         self.last_checkpoint: Path | None = None
         self._stand_in: tuple[dict[str, Any], BatchTargets] | None = None
+        self.planner, self.surgery, self.gate = strategy_parts(config, s)
         self.provenance = checkpoint_provenance(config_to_dict(config))
         self.guard = NonFiniteGuard(
             config.run.on_nonfinite, s.optimizer, self.newest_checkpoint, self.flush
@@ -177,11 +161,13 @@ class Trainer:
         self._log_samples(step, micros)
         # Under torchrun every rank runs all optim.grad_accum forwards and backwards (FSDP2
         # gathers each layer per forward, DDP reduces in the last backward): a micro-batch
-        # with no sample of a trained task runs a stand-in sample at weight 0.
+        # with no sample of a trained task runs a stand-in sample at weight 0. So does a
+        # task's empty sub-batch under gradient surgery, which counts sub-batches by task.
+        keep_all = s.dist.distributed or self.surgery is not None
         runs = [
             (m[0], m[1], 1.0) if m is not None else (*self.stand_in(), 0.0)
             for m in micros
-            if m is not None or s.dist.distributed
+            if m is not None or keep_all
         ]
         # The mean over every target of the global step: each rank's sum over all ranks'
         # targets, times world_size because DDP and FSDP2 average the ranks' gradients.
@@ -190,17 +176,16 @@ class Trainer:
         scale = s.dist.world_size / (
             total.clamp_min(1) if torch.is_tensor(total) else max(total, 1)
         )
-        sums = torch.zeros(2, dtype=torch.float32, device=s.device)
-        tokens = samples = 0
-        for i, (batch, targets, weight) in enumerate(runs):
-            with gradient_sync(s.trained, s.dist.distributed, i == len(runs) - 1):
-                with s.autocast():
-                    part = s.trained(batch, targets.to(s.device))
-                (part.sum() * (scale * weight)).backward()
-            if weight:
-                sums += part.detach()
-                tokens += int(batch["attention_mask"].sum())
-                samples += batch["input_ids"].shape[0]
+        sums, tokens, samples = backward_micro_batches(
+            s.trained,
+            runs,
+            scale,
+            s.device,
+            s.autocast,
+            s.dist.distributed,
+            self.surgery,
+            len(self.config.data.train_tasks),
+        )
         micros = kept
         grad_norm = full_value(torch.nn.utils.clip_grad_norm_(s.params, self.clip))
         lr = s.scheduler.get_last_lr()[0]
@@ -274,6 +259,18 @@ class Trainer:
             finally:
                 restore_rng_state(rng)
             self.logger.log_rows(CONFLICT_FILE, rows)
+            if self.gate is not None and self.gate.update(rows):
+                self.logger.log_rows(GATE_FILE, [self.gate.row(step)])
+
+    def _share_gate(self) -> None:
+        """Every rank runs the gate the main process set from its measurement."""
+        if self.gate is None or self.planner is None:
+            return
+        if self.setup.dist.distributed:
+            state = [self.gate.full_layers]
+            torch.distributed.broadcast_object_list(state, src=0)
+            self.gate.full_layers = tuple(state[0])
+        self.planner.full_layers = self.gate.full_layers
 
     def checkpoint(self, step: int) -> Path | None:
         s = self.setup
@@ -315,6 +312,7 @@ class Trainer:
             self.checkpoint(step)
         if self._due(step, cfg.run.conflict_every):
             self.measure_conflict(step)
+            self._share_gate()
         if self._due(step, cfg.eval.every) and step != cfg.optim.max_steps:
             self.validate(step)
 
@@ -328,9 +326,12 @@ class Trainer:
         if depth is None:
             depth = 2 if s.device.type == "cuda" else 0
         tasks, accum = cfg.data.train_tasks, cfg.optim.grad_accum
+        split = self.surgery is not None
         prefetch = Prefetcher(
-            lambda m: _micro_batch(s.data, s.sampler, m, tasks, s.run.handle), depth
+            lambda m: micro_batch(s.data, s.sampler, m, tasks, self.planner, split), depth
         )
+        if self.gate is not None and s.start_step == 0:
+            self.logger.log_rows(GATE_FILE, [self.gate.row(0)])
         step = s.start_step
         # SIGINT/SIGTERM during the loop: finish the step and what is due after it, save,
         # stop (run/interrupt.py).
@@ -339,7 +340,10 @@ class Trainer:
             s.model.train()
             with watch:
                 for step in range(s.start_step + 1, last_step + 1):
-                    micros = [prefetch.get((step - 1) * accum + i) for i in range(accum)]
+                    drawn = [(m, prefetch.get(m)) for m in range((step - 1) * accum, step * accum)]
+                    if self.gate is not None and self.planner is not None:
+                        self.planner.refresh([(mb[0], m) for m, got in drawn for mb in got if mb])
+                    micros = [mb for _, got in drawn for mb in got]
                     self.window.add(self.train_step(step, micros))
                     stop_now = stop_after_step is not None and step >= stop_after_step
                     self._after_step(step, stop_now)

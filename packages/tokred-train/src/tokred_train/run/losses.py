@@ -17,7 +17,15 @@ from torch import nn
 
 from ..data.collate import IGNORE_INDEX
 
-__all__ = ["LossTargets", "loss_targets", "task_loss_sums", "head_loss_sums"]
+__all__ = [
+    "LossTargets",
+    "ce_sums",
+    "head_logits",
+    "head_loss_sums",
+    "kl_sums",
+    "loss_targets",
+    "task_loss_sums",
+]
 
 
 @dataclass
@@ -51,6 +59,33 @@ def loss_targets(labels: torch.Tensor, tasks: torch.Tensor) -> LossTargets:
     return LossTargets(index, shifted[rows, cols], target_tasks, (len(index) - n_gen, n_gen))
 
 
+def head_logits(
+    states: torch.Tensor, targets: LossTargets, head: nn.Module | None = None
+) -> torch.Tensor:
+    """(K, vocab) logits at the target rows: `states` (B, N, D) are logits when `head` is
+    None, else hidden states that `head` turns into logits at those rows only, so the
+    full (B, N, vocab) logits are never built."""
+    rows = states.reshape(-1, states.shape[-1]).index_select(0, targets.index)
+    return rows if head is None else head(rows)
+
+
+def ce_sums(logits: torch.Tensor, targets: LossTargets) -> torch.Tensor:
+    """(2,) float32: summed cross-entropy of the understanding and generation targets."""
+    ce = F.cross_entropy(logits.float(), targets.labels, reduction="none")
+    return torch.zeros(2, device=ce.device, dtype=ce.dtype).index_add_(0, targets.tasks, ce)
+
+
+def kl_sums(
+    teacher: torch.Tensor, student: torch.Tensor, targets: LossTargets, temperature: float = 1.0
+) -> torch.Tensor:
+    """(2,) float32: per task, the summed KL(teacher || student) of the targets' softmax
+    distributions at `temperature`, from (K, vocab) logits of each."""
+    log_t = F.log_softmax(teacher.float() / temperature, dim=-1)
+    log_s = F.log_softmax(student.float() / temperature, dim=-1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(-1)
+    return torch.zeros(2, device=kl.device, dtype=kl.dtype).index_add_(0, targets.tasks, kl)
+
+
 def head_loss_sums(
     states: torch.Tensor, targets: LossTargets, head: nn.Module | None = None
 ) -> torch.Tensor:
@@ -60,10 +95,7 @@ def head_loss_sums(
     logits at the target rows only (the LM head, or Janus's generation_head), so the
     full (B, N, vocab) logits are never built.
     """
-    rows = states.reshape(-1, states.shape[-1]).index_select(0, targets.index)
-    logits = rows if head is None else head(rows)
-    ce = F.cross_entropy(logits.float(), targets.labels, reduction="none")
-    return torch.zeros(2, device=ce.device, dtype=ce.dtype).index_add_(0, targets.tasks, ce)
+    return ce_sums(head_logits(states, targets, head), targets)
 
 
 def task_loss_sums(logits: torch.Tensor, targets: LossTargets) -> torch.Tensor:

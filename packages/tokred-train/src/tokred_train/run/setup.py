@@ -39,6 +39,7 @@ from .checkpoint import (
 )
 from .conflict import CONFLICT_FILE
 from .distributed import DistInfo, barrier, dist_info, init_distributed
+from .gate import GATE_FILE
 from .log import METRICS_FILE, SAMPLES_FILE, VALIDATION_FILE, truncate_jsonl
 from .optim import build_optimizer, build_scheduler
 from .provenance import RUN_FILE, check_same_run, read_provenance, version_changes
@@ -247,6 +248,7 @@ def _write_run_folder(setup: RunSetup) -> None:
     truncate_jsonl(run_dir / VALIDATION_FILE, setup.start_step)
     truncate_jsonl(run_dir / SAMPLES_FILE, setup.start_step)
     truncate_jsonl(run_dir / CONFLICT_FILE, setup.start_step)
+    truncate_jsonl(run_dir / GATE_FILE, setup.start_step)
     save_config(setup.config, run_dir / CONFIG_FILE)
     for obj, target in (
         (data.vocab, run_dir / VOCAB_FILE),
@@ -271,7 +273,12 @@ def setup_run(config: TrainConfig) -> RunSetup:
     seed_everything(config.run.seed)
     run = build_run(config, device)
     # The step runs the patched base model's submodules, which LoRA patches in place.
-    step_module = TrainStep(run.built.base, run.data.loss_path)
+    step_module = TrainStep(
+        run.built.base,
+        run.data.loss_path,
+        config.strategy.distill,
+        config.strategy.distill_temperature,
+    )
     autocast, bf16 = autocast_factory(config.run.bf16, device)
     # Before the optimizer: FSDP2 replaces the parameters with their shards.
     trained = _wrap_for_ranks(step_module, run, dist, device, bf16)

@@ -35,14 +35,17 @@ from torch import nn
 
 from ..data.collate import IGNORE_INDEX
 from ..data.model_io import LOSS_PATHS
-from .losses import LossTargets, head_loss_sums, loss_targets
+from .losses import LossTargets, ce_sums, head_logits, kl_sums, loss_targets
 
-__all__ = ["BatchTargets", "PREPARED_KEY", "TrainStep", "batch_targets"]
+__all__ = ["BatchTargets", "DISTILL_KEY", "PREPARED_KEY", "TrainStep", "batch_targets"]
 
 #: Where a collated batch holds its prepared reduction step (ReductionHandle.prepare),
 #: built on the host where the batch was collated; without it the layout is planned in
 #: the forward.
 PREPARED_KEY = "tokred_step"
+#: Where a batch of a distilling full step (full_steps.py) holds its reduced pass's
+#: prepared step.
+DISTILL_KEY = "tokred_distill_step"
 
 
 @dataclass
@@ -88,9 +91,21 @@ class TrainStep(nn.Module):
 
     `model`: the Hugging Face model itself, reduction-patched (LoRA layers, if any, are
     injected into it in place, so its submodules run the adapters); not a peft wrapper.
+
+    A batch that holds a second prepared step under DISTILL_KEY (a distilling full step,
+    full_steps.py) runs it too, and the result is (4,): the cross-entropy sums of the
+    batch's own (full) pass, then `distill` x T^2 x the summed KL(full || reduced) of the
+    target tokens per task, the full pass's distribution held fixed (Hinton et al.'s
+    temperature scaling, so the term's gradient does not shrink as T grows).
     """
 
-    def __init__(self, model: nn.Module, loss_path: str = "causal_lm"):
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_path: str = "causal_lm",
+        distill: float = 0.0,
+        distill_temperature: float = 1.0,
+    ):
         super().__init__()
         if loss_path not in LOSS_PATHS:
             raise TokredError(f"loss path {loss_path!r}: expected one of {', '.join(LOSS_PATHS)}")
@@ -98,43 +113,65 @@ class TrainStep(nn.Module):
             raise TokredError("TrainStep takes the Hugging Face model inside the peft wrapper")
         self.model = model
         self.loss_path = loss_path
+        self.distill = distill
+        self.distill_temperature = distill_temperature
         # Submodules of `model`, kept in a tuple so they are not registered twice.
         self._parts = (_decoder(model), model.get_output_embeddings())
 
     def forward(self, batch: dict[str, Any], targets: BatchTargets) -> torch.Tensor:
         device = targets.text.index.device
-        input_ids = batch["input_ids"].to(device, non_blocking=True)
-        attention_mask = batch["attention_mask"].to(device, non_blocking=True)
+        inputs = (
+            batch["input_ids"].to(device, non_blocking=True),
+            batch["attention_mask"].to(device, non_blocking=True),
+        )
+        hidden = self._hidden(batch, batch.get(PREPARED_KEY, batch["layout"]), *inputs)
+        student_step = batch.get(DISTILL_KEY)
+        student = None if student_step is None else self._hidden(batch, student_step, *inputs)
+        sums = torch.zeros(2, dtype=torch.float32, device=device)
+        kl = torch.zeros_like(sums)
+        for head, part in self._heads(targets):
+            logits = head_logits(hidden, part, head)
+            sums = sums + ce_sums(logits, part)
+            if student is not None:
+                taught = head_logits(student, part, head)
+                kl = kl + kl_sums(logits.detach(), taught, part, self.distill_temperature)
+        if student is None:
+            return sums
+        return torch.cat([sums, kl * (self.distill * self.distill_temperature**2)])
+
+    def _heads(self, targets: BatchTargets) -> list[tuple[nn.Module, LossTargets]]:
+        """(output head, its targets) of the loss path."""
+        heads = [(self._parts[1], targets.text)]
+        if self.loss_path == "janus" and targets.image is not None:
+            # On zero rows without generation targets: every process runs the same modules.
+            heads.append((self.model.model.generation_head, targets.image))
+        return heads
+
+    def _hidden(self, batch, layout, input_ids, attention_mask) -> torch.Tensor:
+        """The decoder's last hidden states of the batch under `layout` (a TokenLayout or
+        a prepared step)."""
         if self.loss_path == "causal_lm":
-            decoder, head = self._parts
-            out = decoder(
+            out = self._parts[0](
                 input_ids=input_ids,
                 attention_mask=attention_mask,
-                tokred_layout=batch.get(PREPARED_KEY, batch["layout"]),
+                tokred_layout=layout,
                 use_cache=False,
             )
-            return head_loss_sums(out.last_hidden_state, targets.text, head=head)
-        return self._janus(batch, targets, input_ids, attention_mask, device)
-
-    def _janus(self, batch, targets, input_ids, attention_mask, device) -> torch.Tensor:
+            return out.last_hidden_state
         from tokred_models.janus_generation import janus_hidden_states
 
+        device = input_ids.device
         pixel_values = batch.get("pixel_values")
         if pixel_values is not None:
             pixel_values = pixel_values.to(device, non_blocking=True)
-        hidden = janus_hidden_states(
+        return janus_hidden_states(
             self.model,
             input_ids,
             batch["image_code_mask"].to(device, non_blocking=True),
             attention_mask,
             pixel_values,
-            layout=batch.get(PREPARED_KEY, batch["layout"]),
+            layout=layout,
         )
-        sums = head_loss_sums(hidden, targets.text, head=self._parts[1])
-        if targets.image is not None:  # on zero rows without generation targets: every
-            head = self.model.model.generation_head  # process runs the same modules
-            sums = sums + head_loss_sums(hidden, targets.image, head=head)
-        return sums
 
 
 def _decoder(model: nn.Module) -> nn.Module:
