@@ -35,13 +35,12 @@ def backward_micro_batches(
     autocast: Callable[[], AbstractContextManager[Any]],
     distributed: bool,
     surgery: PCGrad | None = None,
-    num_tasks: int = 1,
 ) -> tuple[torch.Tensor, int, int]:
     """Run every micro-batch's forward and backward; returns the summed cross-entropy per
     task (2,) on the device, and the tokens and samples trained (the weighted runs).
 
-    With `surgery`, run i is a sub-batch of task i % num_tasks (the trainer collates each
-    micro-batch's tasks in order)."""
+    With `surgery`, every run is a sub-batch of one task (micro_batch's split), whose
+    gradient goes to that task's buffer (a stand-in at weight 0 adds zeros to either)."""
     sums = torch.zeros(2, dtype=torch.float32, device=device)
     tokens = samples = 0
     for i, (batch, targets, weight) in enumerate(runs):
@@ -52,7 +51,7 @@ def backward_micro_batches(
             # part[2:], when there, is the distillation term (step.py): trained, not logged.
             (part.sum() * (scale * weight)).backward()
         if surgery is not None:
-            surgery.stash(i % num_tasks)
+            surgery.stash(0 if targets.counts[0] else 1)
         if weight:
             sums += part[:2].detach()
             tokens += int(batch["attention_mask"].sum())

@@ -161,13 +161,12 @@ class Trainer:
         self._log_samples(step, micros)
         # Under torchrun every rank runs all optim.grad_accum forwards and backwards (FSDP2
         # gathers each layer per forward, DDP reduces in the last backward): a micro-batch
-        # with no sample of a trained task runs a stand-in sample at weight 0. So does a
-        # task's empty sub-batch under gradient surgery, which counts sub-batches by task.
-        keep_all = s.dist.distributed or self.surgery is not None
+        # with no sample of a trained task runs a stand-in sample at weight 0 (and under
+        # gradient surgery so does a task's empty sub-batch: DDP syncs buffers per forward).
         runs = [
             (m[0], m[1], 1.0) if m is not None else (*self.stand_in(), 0.0)
             for m in micros
-            if m is not None or keep_all
+            if m is not None or s.dist.distributed
         ]
         # The mean over every target of the global step: each rank's sum over all ranks'
         # targets, times world_size because DDP and FSDP2 average the ranks' gradients.
@@ -184,7 +183,6 @@ class Trainer:
             s.autocast,
             s.dist.distributed,
             self.surgery,
-            len(self.config.data.train_tasks),
         )
         micros = kept
         grad_norm = full_value(torch.nn.utils.clip_grad_norm_(s.params, self.clip))
