@@ -20,7 +20,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from tokred_core import ReductionPlan, Role, image_sets, projection_groups
+from tokred_core import ReductionPlan, Role, image_sets, layer_projection_sets, projection_groups
 from tokred_models import apply_reduction
 from tokred_models.testing import (
     build_llama,
@@ -67,8 +67,10 @@ def _rope(x, cos, sin):
 
 
 @torch.no_grad()
-def oracle_logits(model, plan: ReductionPlan, layout, sharing, ids):
-    """(B, N, V) float64 logits and the (L, B, N) roles after the selections."""
+def oracle_logits(model, plan: ReductionPlan, layout, sharing, ids, layer_sets=None):
+    """(B, N, V) float64 logits and the (L, B, N) roles after the selections.
+    layer_sets: per layer, the image set of each projection group (default: the
+    sharing's sets in every layer; `aligned` sharing varies them by layer)."""
     dec = model.model
     cfg = dec.config
     heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
@@ -76,7 +78,8 @@ def oracle_logits(model, plan: ReductionPlan, layout, sharing, ids):
     b_size, n = ids.shape
     roles = plan.roles.clone().long()
     groups = projection_groups(layout, sharing)
-    sets = image_sets(sharing)
+    if layer_sets is None:
+        layer_sets = [image_sets(sharing)] * len(dec.layers)
     x0 = dec.embed_tokens.weight.double()[ids]
     h = x0.clone()
     angles = layout.position_ids().double()[..., None] * dec.rotary_emb.inv_freq.double()
@@ -86,6 +89,7 @@ def oracle_logits(model, plan: ReductionPlan, layout, sharing, ids):
     causal = idx[None, :] <= idx[:, None]
     for li, layer in enumerate(dec.layers):
         attn = layer.self_attn
+        sets = layer_sets[li]
         new_h = h.clone()
         for b in range(b_size):
             active = roles[li, b] == Role.ACTIVE
@@ -163,7 +167,8 @@ def test_reduced_model_matches_the_oracle(llama6, case):
         states = _capture_states(handle)
         got = run(llama6, ids, layout)
         plan = handle.plan(layout)
-        expected, roles = oracle_logits(llama6, plan, layout, sharing, ids)
+        layer_sets = layer_projection_sets(sharing, policies, LAYERS)
+        expected, roles = oracle_logits(llama6, plan, layout, sharing, ids, layer_sets)
         assert len(states) == 1
         executed = states[0].plan.roles.long()
         assert torch.equal(executed, roles), f"{case}: the executed plan differs from the oracle's"
@@ -173,7 +178,7 @@ def test_reduced_model_matches_the_oracle(llama6, case):
         # The case must matter: the same weights with every real token ACTIVE differ.
         full = ReductionPlan.full(LAYERS, layout.batch_size, layout.seq_len)
         full.roles.masked_fill_(~valid[None], int(Role.DROPPED))
-        unreduced, _ = oracle_logits(llama6, full, layout, sharing, ids)
+        unreduced, _ = oracle_logits(llama6, full, layout, sharing, ids, layer_sets)
         assert rel_err(unreduced, expected, valid) > 1e-2, f"{case}: policy changed nothing"
         if plan.selections:
             # Selections dropped tokens somewhere.

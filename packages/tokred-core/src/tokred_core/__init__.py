@@ -1,5 +1,6 @@
 """tokred-core: what to reduce. Pure torch: layouts, roles, plans, policies, sharing, cost, allocation."""
 
+from .alignment import coinciding_layers, layer_projection_sets
 from .allocation import key_segment_shares, key_segment_shares_by_query
 from .cost import (
     CostReport,
@@ -51,6 +52,8 @@ __all__ = [
     "Sharing",
     "image_sets",
     "parse_sharing",
+    "coinciding_layers",
+    "layer_projection_sets",
     "projection_groups",
     "key_segment_shares",
     "key_segment_shares_by_query",

@@ -4,6 +4,8 @@ shared    image tokens use the text projections (the base model's own q/k/v).
 modality  one image Q/K/V set for image tokens of both tasks (the paper's "share all").
 task      separate image Q/K/V sets for understanding and for generation (the paper's
           "share partial", which recovered part of the lost synergy, PAPER.md section 4).
+aligned   one image set in the layers where the two tasks' plans coincide, separate sets
+          per task in the others (alignment.py decides which layers, from the policies).
 
 Group 0 is always the text (base) projections; group k >= 1 is `image_sets(sharing)[k-1]`.
 """
@@ -26,6 +28,7 @@ class Sharing(StrEnum):
     SHARED = "shared"
     MODALITY = "modality"
     TASK = "task"
+    ALIGNED = "aligned"
 
 
 def parse_sharing(value: str | Sharing) -> Sharing:
@@ -39,7 +42,9 @@ def parse_sharing(value: str | Sharing) -> Sharing:
 
 
 def image_sets(sharing: Sharing | str) -> tuple[str, ...]:
-    """Names of the extra image projection sets a sharing mode needs."""
+    """Names of the extra image projection sets a sharing mode needs: one per projection
+    group after the text's. (`aligned` maps both of its groups to one "image" set in the
+    layers where the tasks' plans coincide: alignment.layer_projection_sets.)"""
     sharing = parse_sharing(sharing)
     if sharing is Sharing.SHARED:
         return ()
@@ -55,7 +60,7 @@ def projection_groups(layout: TokenLayout, sharing: Sharing | str) -> torch.Tens
     groups = torch.zeros_like(layout.segments)
     if sharing is Sharing.MODALITY:
         groups[image] = 1
-    elif sharing is Sharing.TASK:
+    elif sharing in (Sharing.TASK, Sharing.ALIGNED):
         gen = (layout.tasks == Task.GENERATION)[:, None].expand_as(image)
         groups[image & ~gen] = 1
         groups[image & gen] = 2

@@ -26,6 +26,7 @@ from tokred_core import (
     TokenLayout,
     TokredError,
     image_sets,
+    layer_projection_sets,
     parse_sharing,
     projection_groups,
 )
@@ -75,6 +76,9 @@ class ReductionHandle:
         return len(self._forwards)
 
     def set_policies(self, policies) -> None:
+        """Plan with other policies from now on. The image projection sets stay as they
+        were patched (they are the model's weights), also the per-layer ones of `aligned`
+        sharing, which were chosen from the policies given to apply_reduction."""
         self.policies = _as_task_policies(policies)
 
     def plan(self, layout: TokenLayout):
@@ -197,18 +201,23 @@ def apply_reduction(
     """Patch `model` in place; returns the handle that undoes it.
 
     policies: one policy for both tasks, a {task: policy} mapping, or a TaskPolicies.
-    sharing:  "shared" | "modality" | "task" image projection sets (tokred_core.sharing).
+    sharing:  "shared" | "modality" | "task" | "aligned" image projection sets
+              (tokred_core.sharing; `aligned` reads the policies: tokred_core.alignment).
     """
     if getattr(model, HANDLE_ATTR, None) is not None:
         raise TokredError("this model is already patched; call handle.undo() before patching again")
     adapter = adapter_for(model)
     sharing = parse_sharing(sharing)
     handle = ReductionHandle(model, adapter, _as_task_policies(policies), sharing)
-    sets = image_sets(sharing)
     placement = adapter.norm_placement(model)
     decoder = adapter.decoder(model)
-    for idx, layer in enumerate(adapter.layers(model)):
-        add_image_projections(adapter.attention(layer), sets)
+    layers = adapter.layers(model)
+    # Per layer, the set each projection group uses (`aligned` shares one set in the layers
+    # where the tasks' plans coincide; every other mode uses the same sets in every layer).
+    layer_sets = layer_projection_sets(sharing, handle.policies, len(layers))
+    for idx, layer in enumerate(layers):
+        sets = layer_sets[idx]
+        add_image_projections(adapter.attention(layer), tuple(dict.fromkeys(sets)))
         fwd = ReducedLayerForward(
             layer, idx, adapter, layer.forward, sets, placement, adapter.sliding_window(model, idx)
         )

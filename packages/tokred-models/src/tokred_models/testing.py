@@ -28,7 +28,7 @@ from typing import Any
 import torch
 import transformers as hf
 from tokred_core import TaskPolicies, TokenLayout, TokredError
-from tokred_core.policies import FastV, HiMix, HMGen, PyramidDrop, RandomDrop
+from tokred_core.policies import Aligned, FastV, HiMix, HMGen, PyramidDrop, RandomDrop
 from torch import nn
 
 __all__ = [
@@ -429,6 +429,8 @@ def policy_cases(num_layers: int) -> dict[str, tuple[TaskPolicies, str]]:
             {"understanding": HiMix(), "generation": HMGen(num_shallow=shallow_alt)},
             "task",
         ),
+        # One band for both tasks, one image set where their plans coincide (outside it).
+        "aligned": (Aligned(start_layer=1, end_layer=num_layers - 1), "aligned"),
     }
     return {
         k: (TaskPolicies(p) if isinstance(p, dict) else TaskPolicies.uniform(p), s)

@@ -366,3 +366,35 @@ def test_guided_janus_eval_and_guidance_refused_elsewhere(tmp_path, janus_dir, e
     with pytest.raises(TokredError, match="cfg_weight=5.0: classifier-free guidance"):
         evaluate_run(emu3, num_understanding=2, num_generation=2, cfg_weight=5.0)
     assert not (tmp_path / "e" / "eval").exists()
+
+
+# ---- the synergy-aware strategies on real families -----------------------------------
+
+STRATEGIES = {
+    "full-steps+distill": ({}, {"full_steps": 0.5, "distill": 1.0}, {}),
+    "pcgrad": ({}, {"surgery": "pcgrad"}, {}),
+    "gate": ({}, {"gate_threshold": 1.0}, {"conflict_every": 1, "conflict_samples": 2}),
+    "aligned": (
+        {
+            "understanding": "aligned:start_layer=1",
+            "generation": "aligned:start_layer=1",
+            "sharing": "aligned",
+        },
+        {},
+        {},
+    ),
+}
+
+
+@pytest.mark.parametrize("family", ["janus", "emu3"])
+@pytest.mark.parametrize("name", list(STRATEGIES))
+def test_every_strategy_trains_a_real_family(tmp_path, family, name, janus_dir, emu3_dir):
+    reduction, strategy, run = STRATEGIES[name]
+    folder = janus_dir if family == "janus" else emu3_dir
+    cfg = config(tmp_path, folder, reduction=reduction, strategy=strategy, run=run,
+                 optim={"max_steps": 2}, eval={"at_end": False})  # fmt: skip
+    result = train(cfg)
+    assert [h["step"] for h in result.history] == [1, 2]
+    for h in result.history:
+        assert math.isfinite(h["loss_understanding"]) and math.isfinite(h["loss_generation"])
+        assert h["grad_norm"] > 0

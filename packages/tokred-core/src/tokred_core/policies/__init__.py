@@ -1,6 +1,7 @@
 """Reduction policies, one file each, registered by name."""
 
-from . import fastv, himix, hmgen, none, pyramid_drop, random_drop  # noqa: F401  (registration)
+from . import aligned, fastv, himix, hmgen, none, pyramid_drop, random_drop  # noqa: F401
+from .aligned import Aligned, AlignedConfig, aligned_band
 from .base import (
     Policy,
     PolicyConfig,
@@ -19,6 +20,9 @@ from .random_drop import RandomDrop, RandomDropConfig
 from .spec import parse_policy, parse_task_policies, split_policy_spec
 
 __all__ = [
+    "Aligned",
+    "AlignedConfig",
+    "aligned_band",
     "Policy",
     "PolicyConfig",
     "available_policies",

@@ -251,9 +251,10 @@ class ReductionConfig:
     """Policy for understanding samples (e.g. himix)."""
     generation: PolicySpec = field(default_factory=PolicySpec)
     """Policy for generation samples (e.g. hmgen)."""
-    sharing: Literal["shared", "modality", "task"] = "shared"
+    sharing: Literal["shared", "modality", "task", "aligned"] = "shared"
     """shared: image tokens use the text projections; modality: one image Q/K/V set for both
-    tasks (the paper's 'share all'); task: one set per task ('share partial')."""
+    tasks (the paper's 'share all'); task: one set per task ('share partial'); aligned: one
+    set in the layers where the two tasks' plans coincide, one per task elsewhere."""
 
     def __post_init__(self) -> None:
         built = {}
