@@ -20,16 +20,26 @@ def tiny_recipe(tmp_path):
     )
 
 
+#: A strategy arm (issue 10): its name holds `#` and `,`, which its run folder escapes.
+ARM = "himix+hmgen:num_shallow=1@modality#full_steps=0.5,distill=1"
+
+
 def test_a_tiny_study_writes_its_report_json_and_figures(tiny_recipe, tmp_path, capsys):
     out = tmp_path / "study"
     argv = [
         "study", tiny_recipe, "--seeds", "2", "--out", str(out),
-        "--arms", "baseline", "himix+hmgen:num_shallow=1@modality",
+        "--arms", "baseline", ARM,
         "--understanding", "4", "--generation", "2", "--set", "run.conflict_every=1",
     ]  # fmt: skip
     assert main(argv) == 0
     study = json.loads((out / "study.json").read_text())
-    assert list(study["arms"]) == ["baseline", "himix+hmgen:num_shallow=1@modality"]
+    assert list(study["arms"]) == ["baseline", ARM]
+    folder = "himix+hmgen:num_shallow=1@modality%23full_steps=0.5%2Cdistill=1"
+    assert study["arm_specs"][ARM]["folder"] == folder
+    assert (out / "runs" / folder / "unified" / "seed-0" / "result.json").is_file()
+    unified = [r for r in study["records"] if r["arm"] == ARM and r["kind"] == "unified"]
+    # Step 2 of 2 is full and distilled: priced unreduced plus reduced.
+    assert [r["flops_detail"]["distill_steps"] for r in unified] == [1, 1]
     report = (out / "report.md").read_text()
     conflict = study["arms"]["baseline"]["conflict"]
     assert conflict["layers"][:3] == [0, 1, 2] and len(conflict["cosine"]) == len(
@@ -38,7 +48,12 @@ def test_a_tiny_study_writes_its_report_json_and_figures(tiny_recipe, tmp_path, 
     assert conflict["cosine"][0]["n"] == 2  # both seeds' unified runs measured it
     assert study["arms"]["baseline"]["runs"]["isolated-understanding"]  # isolated: no conflict
     assert "## Gradient conflict" in report
-    names = ("scores.png", "synergy_kept_vs_flops.png", "synergy_kept_vs_step_time.png")
+    names = (
+        "scores.png",
+        "synergy_kept_vs_flops.png",
+        "synergy_kept_vs_step_time.png",
+        "synergy_pareto.png",
+    )
     for name in (*names, "gradient_conflict.png"):
         assert (out / "figures" / name).stat().st_size > 0
         assert f"figures/{name}" in report

@@ -3,6 +3,9 @@
 - `plot_scores`: each task's score by arm and run kind, with 95% interval bars;
 - `plot_synergy_vs_cost`: synergy kept against the cost-model FLOPs ratio, or against the
   measured step-time ratio, one point per accelerated arm and task (the Pareto view);
+- `plot_pareto`: issue 10's goal in one figure: synergy kept against the FLOPs ratio and
+  against the step-time ratio, every arm and task with both intervals, and the goal's
+  lines (kept 0.9, FLOPs 0.6x, step time 1x);
 - `plot_conflict`: the gradient cosine between the tasks per layer over training, one
   panel per parameter group, the baseline against the accelerated arms (when the study's
   runs measured it).
@@ -18,9 +21,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from tokred_train.atomic import atomic_write  # noqa: E402
+from tokred_train.study.goal import GOAL  # noqa: E402
 from tokred_train.study.report import score_scale  # noqa: E402
 
-__all__ = ["plot_scores", "plot_synergy_vs_cost", "plot_conflict"]
+__all__ = ["plot_scores", "plot_synergy_vs_cost", "plot_pareto", "plot_conflict"]
 
 #: The y axis of a score kind's panel (the rest are shares, in %).
 _Y_LABELS = {"val_loss": "loss x100", "fid": "FID (lower is better)"}
@@ -32,10 +37,13 @@ _KIND_COLORS = {
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Atomically (a temp file, then a rename): a study stopped mid-figure leaves the
+    previous figure or the new one, never a truncated PNG that report.md links."""
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -101,6 +109,60 @@ def plot_synergy_vs_cost(study: Mapping[str, Any], path: Path, cost_key: str) ->
     )
     ax.set_ylabel("synergy kept")
     ax.legend(fontsize=6)
+    return _save(fig, path)
+
+
+def _interval(est: Mapping[str, Any] | None) -> list[list[float]] | None:
+    """errorbar's [[below], [above]] of an estimate; None where it is unbounded."""
+    if not est or est.get("low") is None or est.get("mean") is None:
+        return None
+    return [[est["mean"] - est["low"]], [est["high"] - est["mean"]]]
+
+
+def _pareto_panel(ax, study: Mapping[str, Any], cost_key: str, line: float) -> None:
+    markers = {"understanding": "o", "generation": "s"}
+    counted = set((study.get("findings") or {}).get("goal", {}).get("tasks", []))
+    colors = plt.get_cmap("tab10")
+    arms = [a for a in study["arms"] if a != "baseline"]
+    for i, arm in enumerate(arms):
+        numbers = study["arms"][arm]
+        cost = numbers["cost"].get("unified", {}).get(cost_key) or {}
+        for task, kept in numbers["synergy_kept"].items():
+            if cost.get("mean") is None or kept.get("mean") is None:
+                continue
+            color = colors(i % 10)
+            ax.errorbar(
+                cost["mean"],
+                kept["mean"],
+                xerr=_interval(cost),
+                yerr=_interval(kept),
+                fmt=markers.get(task, "^"),
+                color=color,
+                # Hollow: the baseline shows no synergy on that task, so the goal skips it.
+                mfc=color if task in counted else "none",
+                capsize=3,
+                label=f"{arm} ({task})",
+            )
+    ax.axhline(GOAL["kept"], color="#c44", lw=0.8, ls="--")
+    ax.axvline(line, color="#c44", lw=0.8, ls="--")
+    ax.scatter([1.0], [1.0], marker="*", s=120, color="black", label="baseline", zorder=3)
+    ax.set_xlabel(
+        "training FLOPs ratio (cost model)" if cost_key == "flops_ratio" else "step-time ratio"
+    )
+    ax.set_ylabel("synergy kept")
+
+
+def plot_pareto(study: Mapping[str, Any], path: Path) -> Path:
+    """Two panels, synergy kept (y) against the unified run's FLOPs ratio and against its
+    measured step-time ratio (x), with their 95% intervals as error bars (none where
+    Fieller's is unbounded); the goal lies above y = 0.9 and left of x = 0.6 (FLOPs) and
+    x = 1 (step time). Hollow markers: tasks without baseline synergy."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2))
+    _pareto_panel(axes[0], study, "flops_ratio", GOAL["flops"])
+    _pareto_panel(axes[1], study, "step_time_ratio", GOAL["step_time"])
+    axes[0].set_title("synergy kept vs training FLOPs", fontsize=9)
+    axes[1].set_title("synergy kept vs measured step time", fontsize=9)
+    axes[1].legend(fontsize=6, loc="best")
     return _save(fig, path)
 
 

@@ -25,6 +25,7 @@ FIGURES = {
     "kept_vs_flops": "figures/synergy_kept_vs_flops.png",
     "kept_vs_time": "figures/synergy_kept_vs_step_time.png",
     "conflict": "figures/gradient_conflict.png",
+    "pareto": "figures/synergy_pareto.png",
 }
 #: The parameter groups whose gradient conflict the figure shows, per layer.
 CONFLICT_GROUPS = ("total", "q_proj", "mlp")
@@ -39,12 +40,14 @@ def _say(t0: float):
 
 def _conflict_series(study: dict[str, Any], out: Path):
     """Per arm, the first seed's unified run: series[arm][group][layer] over its steps."""
+    from tokred_train.study.arms import arm_folder
     from tokred_train.study.conflict import read_conflict
 
     series: dict[str, dict[str, dict[int, list]]] = {}
     steps: dict[str, list[int]] = {}
     for arm in study["arms"]:
-        conflict = read_conflict(out / "runs" / arm / "unified" / f"seed-{study['seeds'][0]}")
+        run = out / "runs" / arm_folder(arm) / "unified" / f"seed-{study['seeds'][0]}"
+        conflict = read_conflict(run)
         if not conflict["steps"]:
             continue
         steps[arm] = conflict["steps"]
@@ -62,12 +65,14 @@ def _conflict_series(study: dict[str, Any], out: Path):
 
 
 def _figures(study: dict[str, Any], out: Path) -> list[str]:
-    from .study_figures import plot_conflict, plot_scores, plot_synergy_vs_cost
+    from .study_figures import plot_conflict, plot_pareto, plot_scores, plot_synergy_vs_cost
 
     plot_scores(study, out / FIGURES["scores"])
     plot_synergy_vs_cost(study, out / FIGURES["kept_vs_flops"], "flops_ratio")
     plot_synergy_vs_cost(study, out / FIGURES["kept_vs_time"], "step_time_ratio")
+    plot_pareto(study, out / FIGURES["pareto"])
     drawn = [FIGURES["scores"], FIGURES["kept_vs_flops"], FIGURES["kept_vs_time"]]
+    drawn.append(FIGURES["pareto"])
     series, steps = _conflict_series(study, out)
     if series:
         plot_conflict(series, steps, out / FIGURES["conflict"])

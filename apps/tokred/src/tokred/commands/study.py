@@ -6,7 +6,10 @@ isolated run sees exactly the unified run's samples of its task (--budget matche
 Writes OUT/report.md, OUT/study.json (every number of the report: per-seed scores, means
 and 95% intervals, synergy and synergy kept, FLOPs and step-time ratios) and
 OUT/figures/. Rerunning the same command finishes an interrupted study and reuses every
-complete run. CONFIG is any config `tokred train` takes (default: the shipped `study`
+complete run. An arm may add training strategies after `#` (full steps, distillation,
+PCGrad, gating: the `strategy` section), and `--arms synergy` runs one arm per strategy;
+the report then says whether any keeps 90% of the synergy at 0.6x the FLOPs with a faster
+step. CONFIG is any config `tokred train` takes (default: the shipped `study`
 benchmark). Generation is scored by the shapes detector, else by the validation
 image-token loss, or, with --fid-weights FILE (your local copy of the standard FID network
 inception-2015-12-05.pt; nothing is downloaded), by FID against the validation images;
@@ -34,8 +37,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--arms",
         nargs="+",
         metavar="ARM",
-        help="baseline and UNDERSTANDING+GENERATION@SHARING arms, e.g. himix+hmgen@task "
-        "(default: baseline himix+hmgen@modality himix+hmgen@task)",
+        help="baseline and UNDERSTANDING+GENERATION@SHARING[#STRATEGY] arms, e.g. "
+        "himix+hmgen@task or himix+hmgen@task#full_steps=0.1,distill=1 (STRATEGY: "
+        "strategy.* keys), or a named set: default (baseline himix+hmgen@modality "
+        "himix+hmgen@task, used when --arms is not given) or synergy (those and one arm per "
+        "synergy-aware strategy)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="fewer seeds and steps: see it work, conclude nothing"

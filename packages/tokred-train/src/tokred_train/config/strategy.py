@@ -28,9 +28,10 @@ class StrategyConfig:
     section: ClassVar[str] = "strategy"
 
     full_steps: float = 0.0
-    """Fraction p of optimizer steps that run without any reduction (every sample full);
-    which steps is drawn from run.seed and the step, so it is the same in every arm and
-    after a resume. The rest run the reduction. 0: every step reduced; 1: none."""
+    """Fraction p of optimizer steps that run without any reduction (every sample full):
+    step s is full when floor(s p) > floor((s - 1) p), evenly spaced and exact, the same
+    in every arm and after a resume (run/full_steps.py). The rest run the reduction.
+    0: every step reduced; 1: none."""
     distill: float = 0.0
     """Weight of self-distillation on the full steps: those steps also run the reduced pass
     on the same batch, and add distill x KL(full || reduced) over the target tokens (the

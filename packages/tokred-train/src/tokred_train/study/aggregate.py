@@ -105,7 +105,7 @@ def _arm_numbers(records, arm: str, kinds: dict[str, str]) -> dict[str, Any]:
             kept[task]["lost"] = paired_difference(mine, base).to_dict()
     cost = {
         kind: {
-            "flops_ratio": _ratio(records, arm, kind, "forward_flops").to_dict(),
+            "flops_ratio": _ratio(records, arm, kind, "flops_per_step").to_dict(),
             "step_time_ratio": _ratio(records, arm, kind, "step_time_s").to_dict(),
             "tokens_per_s_ratio": _ratio(records, arm, kind, "tokens_per_s").to_dict(),
             "peak_memory_ratio": _ratio(records, arm, kind, "peak_memory_bytes").to_dict(),

@@ -1,4 +1,6 @@
-"""Cost-model FLOPs of a run's training batches: what one arm spends against another.
+"""A run's training batches rebuilt without training: their tokens (the token budget)
+and the layouts the cost model prices (what one arm spends against another; a run's
+FLOPs with its strategy, step by step, are study/strategy_cost.py's).
 
 Why the real batches: a run's cost depends on its mix of tasks, sequence lengths and
 padding, so the cost model prices the very layouts the run trains on (the sampler is a pure
@@ -12,14 +14,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tokred_core import DecoderShape, TaskPolicies, plan_cost
+from tokred_core import DecoderShape
 from torch import nn
 
 from ..config import TrainConfig
 from ..data.training_data import TrainData
 from ..run.sampler import MixedBatchSampler
 
-__all__ = ["decoder_shape_of", "training_flops", "training_tokens", "steps_for_tokens"]
+__all__ = [
+    "decoder_shape_of",
+    "micro_parts",
+    "run_sampler",
+    "steps_for_tokens",
+    "training_tokens",
+]
 
 
 def decoder_shape_of(model: nn.Module) -> DecoderShape:
@@ -30,26 +38,27 @@ def decoder_shape_of(model: nn.Module) -> DecoderShape:
     return DecoderShape.from_hf_config(config.to_dict(), source=type(model).__name__)
 
 
-def _sampler(config: TrainConfig, data: TrainData) -> MixedBatchSampler:
+def run_sampler(config: TrainConfig, data: TrainData) -> MixedBatchSampler:
+    """The run's own sampler: the same micro-batches, rebuilt without training."""
     return MixedBatchSampler(
         data.sizes(), config.data.understanding_ratio, config.optim.batch_size, config.run.seed
     )
 
 
-def _parts(sampler: MixedBatchSampler, micro: int, tasks: Sequence[str]) -> dict[str, Any]:
+def micro_parts(sampler: MixedBatchSampler, micro: int, tasks: Sequence[str]) -> dict[str, Any]:
     """The sample indices of micro-batch `micro` that a run training `tasks` keeps."""
     return {t: idx for t, idx in sampler.draw(micro).items() if t in tasks and len(idx)}
 
 
 def _micro_tokens(data: TrainData, sampler: MixedBatchSampler, micro: int, tasks) -> int:
     """Tokens (attention mask ones, as the trainer counts them) of one micro-batch."""
-    parts = _parts(sampler, micro, tasks)
+    parts = micro_parts(sampler, micro, tasks)
     return int(data.collate(parts)["attention_mask"].sum()) if parts else 0
 
 
 def training_tokens(data: TrainData, config: TrainConfig) -> int:
     """Tokens a run of `config` trains on over all its steps (data.train_tasks' samples)."""
-    sampler = _sampler(config, data)
+    sampler = run_sampler(config, data)
     micros = config.optim.max_steps * config.optim.grad_accum
     tasks = tuple(config.data.train_tasks)
     return sum(_micro_tokens(data, sampler, m, tasks) for m in range(micros))
@@ -60,7 +69,7 @@ def steps_for_tokens(data: TrainData, config: TrainConfig, tokens: int) -> int:
     tokens (its own max_steps is ignored): the equal-compute budget of the study."""
     if tokens <= 0:
         raise ValueError(f"a token budget of {tokens}: need at least one token")
-    sampler = _sampler(config, data)
+    sampler = run_sampler(config, data)
     tasks = tuple(config.data.train_tasks)
     accum = config.optim.grad_accum
     seen = micro = 0
@@ -71,25 +80,3 @@ def steps_for_tokens(data: TrainData, config: TrainConfig, tokens: int) -> int:
         seen += added
         micro += 1
     return -(-micro // accum)
-
-
-def training_flops(
-    data: TrainData,
-    config: TrainConfig,
-    policies: TaskPolicies,
-    shape: DecoderShape,
-    num_micro_batches: int,
-    tasks: Sequence[str] | None = None,
-) -> int:
-    """Forward FLOPs of the first `num_micro_batches` micro-batches the run trains, under
-    `policies`, keeping the samples of `tasks` (default: the run's data.train_tasks)."""
-    tasks = tuple(config.data.train_tasks if tasks is None else tasks)
-    sampler = _sampler(config, data)
-    total = 0
-    for m in range(num_micro_batches):
-        parts = _parts(sampler, m, tasks)
-        if not parts:
-            continue
-        layout = data.collate(parts)["layout"]
-        total += plan_cost(policies.plan(layout, shape.num_layers), shape).forward_flops
-    return total

@@ -124,7 +124,7 @@ def run_study(
     alloc = _baseline_allocation(runner, seed_list[0], probe_samples, say)
     numbers = aggregate(records, [a.name for a in arm_list])
     study = {
-        "arm_specs": {a.name: a.__dict__ for a in arm_list},
+        "arm_specs": {a.name: a.to_dict() for a in arm_list},
         "seeds": seed_list,
         "budget": budget,
         "jobs": jobs,

@@ -9,13 +9,16 @@
     keeping more than share all.
 
 Each verdict is "yes", "no" or "not shown" (the intervals overlap the line), with the
-numbers it rests on.
+numbers it rests on. Then issue 10's goal (study/goal.py): whether an arm keeps 90% of the
+synergy at 0.6x the FLOPs and a faster step.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from .goal import goal
 
 __all__ = ["asymmetry", "findings", "layer_thirds"]
 
@@ -106,4 +109,5 @@ def findings(numbers: Mapping[str, Any], allocation: Mapping[str, Any] | None) -
         )
         c[task] = entry
     out["c_synergy_lost_and_recovered"] = c
+    out["goal"] = goal(numbers)
     return out

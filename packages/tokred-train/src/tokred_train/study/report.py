@@ -147,6 +147,64 @@ def _findings(study: Mapping[str, Any]) -> list[str]:
             "partly recovered under share partial (means): "
             f"**{entry['partly_recovered_under_share_partial']}**. {kept or 'no accelerated arm'}."
         )
+    return lines + _goal_lines(study)
+
+
+def _gaps(row: Mapping[str, Any]) -> str:
+    """How far each missed line is, in words: what 'how close it came' means."""
+    words = []
+    for name, gap in row["short_by"].items():
+        if gap is None:
+            words.append(f"{name.replace('_', ' ')} not measured")
+        elif not row["checks"][name]:
+            words.append(f"{name.replace('kept_', 'kept on ').replace('_', ' ')} {gap:+.3f} off")
+        # a line met is not repeated: the table has every number
+    return ", ".join(words) or "every line met"
+
+
+def _goal_lines(study: Mapping[str, Any]) -> list[str]:
+    g = study["findings"].get("goal")
+    if not g:
+        return []
+    line = (
+        f"- Issue 10's goal (keep >= {g['goal']['kept']:.0%} of the baseline synergy on each "
+        f"task that shows it, at <= {g['goal']['flops']}x its training FLOPs, with a step time "
+        f"below its): **{g['verdict']}**"
+    )
+    if g["verdict"] == "not measurable":
+        return [f"{line}: {g['why']}."]
+    tasks = ", ".join(g["tasks"])
+    if g["met_by"]:
+        shown = [a for a in g["met_by"] if g["arms"][a]["shown"]]
+        line += f" by {', '.join(g['met_by'])} (on {tasks}; beyond seed noise: "
+        line += f"{', '.join(shown) if shown else 'none'})."
+        return [line]
+    closest = ", ".join(f"{arm}: {_gaps(row)}" for arm, row in g["arms"].items())
+    return [f"{line} by no arm (on {tasks}). How close each came: {closest}."]
+
+
+def _goal_table(study: Mapping[str, Any]) -> list[str]:
+    g = study["findings"].get("goal")
+    if not g or not g["arms"]:
+        return ["Not measurable: " + (g or {}).get("why", "no goal in this study.json") + "."]
+    tasks = g["tasks"]
+    lines = [
+        "Each accelerated arm's unified run against the baseline's (kept on the tasks whose "
+        "baseline synergy interval lies above 0); FLOPs: cost model, strategy included.",
+        "",
+        "| arm | " + " | ".join(f"{t} kept" for t in tasks)
+        + " | FLOPs ratio | step-time ratio | goal |",
+        "|---|" + "---|" * len(tasks) + "---|---|---|",
+    ]  # fmt: skip
+    for arm, row in g["arms"].items():
+        cells = [_ratio(row["synergy_kept"][t]) for t in tasks]
+        cells += [_ratio(row["flops_ratio"]), _ratio(row["step_time_ratio"])]
+        verdict = (
+            "met, beyond seed noise"
+            if row["shown"]
+            else ("met on the means" if row["met"] else _gaps(row))
+        )
+        lines.append(f"| {arm} | " + " | ".join(cells) + f" | {verdict} |")
     return lines
 
 
@@ -193,6 +251,10 @@ def render_report(study: Mapping[str, Any], figures: Sequence[str] = ()) -> str:
         "## Synergy",
         "",
         *_synergy_table(study),
+        "",
+        "## Synergy kept against cost (issue 10's goal)",
+        "",
+        *_goal_table(study),
         "",
         "## Gradient conflict",
         "",

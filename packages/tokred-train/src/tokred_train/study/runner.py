@@ -2,7 +2,8 @@
 
 Layout of the study folder:
 
-    runs/<arm>/<kind>/seed-<s>/      one training run (kind: unified, isolated-<task>)
+    runs/<arm>/<kind>/seed-<s>/      one training run (kind: unified, isolated-<task>;
+                                     <arm>: the arm's name, %-escaped: arms.arm_folder)
         config.yaml metrics.jsonl summary.json checkpoints/ eval/eval.json
         result.json                  its scores, step time, tokens/s, memory: written last
     runs/<arm>/<kind>/seed-<s>.partial/   a run in progress
@@ -38,9 +39,11 @@ from ..data.training_data import TrainData
 from ..eval.fid import FeatureExtractor, load_feature_extractor
 from ..eval.run import evaluate_run, run_from_result
 from ..run.loop import RunResult, train
-from .arms import Arm, RunSpec
+from .arms import Arm, RunSpec, arm_folder
 from .conflict import layer_profile, read_conflict
-from .cost import decoder_shape_of, steps_for_tokens, training_flops, training_tokens
+from .cost import decoder_shape_of, steps_for_tokens, training_tokens
+from .gate import read_gate
+from .strategy_cost import run_flops
 
 __all__ = ["BUDGETS", "Budget", "RunRecord", "StudyRunner", "RESULT_FILE"]
 
@@ -52,7 +55,8 @@ RESULT_FILE = "result.json"
 #: for as many steps as it takes to train on as many tokens as the unified run.
 Budget = Literal["matched", "full-batch", "tokens"]
 BUDGETS: tuple[str, ...] = ("matched", "full-batch", "tokens")
-#: Micro-batches the cost model prices per run (the first ones; the mix repeats).
+#: Optimizer steps whose batches the cost model prices per run (the first ones; the mix
+#: repeats, and the later steps take their prices: study/strategy_cost.py).
 FLOPS_BATCHES = 50
 
 
@@ -73,6 +77,8 @@ class RunRecord:
     """CUDA's max allocated on a GPU; None on the CPU, where the only measure is the
     process's max RSS, which in one study process only ever grows from run to run."""
     forward_flops: int
+    """Cost-model forward FLOPs of every step the run trained, with its strategy
+    (study/strategy_cost.py); the cost ratios compare these."""
     steps: int
     tokens_trained: int | None = None
     """Tokens (attention mask ones) of all the run's micro-batches, counted from its
@@ -83,6 +89,17 @@ class RunRecord:
     """Unified runs that measured it (run.conflict_every): the model-wide ('total' group)
     cosine and adjusted cosine between the tasks' gradients by layer, mean over the
     measurements (study/conflict.py's layer_profile)."""
+    flops_detail: dict[str, Any] | None = None
+    """What forward_flops is made of (strategy_cost.RunFlops): the same steps reduced
+    throughout and unreduced throughout, full, distilled and gated steps, steps priced."""
+
+    @property
+    def flops_per_step(self) -> float:
+        """forward_flops over the steps it prices: what the FLOPs ratios compare, so a
+        record written before strategies (forward_flops then priced the first
+        FLOPS_BATCHES steps, with no flops_detail) still compares with a new one."""
+        steps = self.flops_detail["steps"] if self.flops_detail else FLOPS_BATCHES
+        return self.forward_flops / max(steps, 1)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -127,11 +144,11 @@ class StudyRunner:
         return self._fid
 
     def run_dir(self, spec: RunSpec, seed: int) -> Path:
-        return self.out_dir / "runs" / spec.arm / spec.kind / f"seed-{seed}"
+        return self.out_dir / "runs" / arm_folder(spec.arm) / spec.kind / f"seed-{seed}"
 
     def run_config(self, arm: Arm, spec: RunSpec, seed: int, out_dir: Path) -> TrainConfig:
         overrides = [
-            *arm.overrides(spec),
+            *arm.overrides(spec, self.config),
             f"run.seed={seed}",
             f"run.out_dir={out_dir}",
             # Resume only what an interrupted study left (and say nothing otherwise).
@@ -223,13 +240,7 @@ class StudyRunner:
         )
         scores, kinds = _scores(ev, result.metrics, tasks)
         summary = result.summary
-        flops = training_flops(
-            result.data,
-            result.config,
-            result.handle.policies,
-            decoder_shape_of(result.built.base),
-            FLOPS_BATCHES * result.config.optim.grad_accum,
-        )
+        flops = _run_flops(result, run_dir)
         return RunRecord(
             arm=arm.name,
             kind=spec.kind,
@@ -243,7 +254,8 @@ class StudyRunner:
                 if summary.get("peak_memory_kind") == "cuda_max_memory_allocated"
                 else None
             ),
-            forward_flops=flops,
+            forward_flops=flops.forward_flops,
+            flops_detail=flops.to_dict(),
             steps=result.last_step,
             tokens_trained=training_tokens(result.data, result.config),
             conflict=_conflict_profile(run_dir) if len(tasks) == 2 else None,
@@ -374,6 +386,22 @@ def _scores(
                 "eval.at_end=true and data.num_val above 0"
             )
     return scores, kinds
+
+
+def _run_flops(result: RunResult, run_dir: Path):
+    """The cost model's price of the run as it trained (strategy included); a gating run's
+    layers run full are read from the gate.jsonl it wrote."""
+    shape = decoder_shape_of(result.built.base)
+    gates = result.config.strategy.gate_threshold is not None
+    return run_flops(
+        result.data,
+        result.config,
+        result.handle.policies,
+        shape,
+        result.last_step,
+        FLOPS_BATCHES,
+        gate=read_gate(run_dir, shape.num_layers) if gates else None,
+    )
 
 
 def _conflict_profile(run_dir: Path) -> dict[str, Any] | None:
