@@ -108,6 +108,16 @@ def test_natural_task_and_overrides(capsys):
     assert none["task"] == "understanding"
 
 
+def test_inline_policy_options_read_as_set_does(capsys):
+    base = ["flops", "--config", "vila-u-7b", "--text-tokens", "20", "--image-tokens", "256"]
+    inline = run_json(capsys, [*base, "--policy", "router:capacity=0.5", "--task", "generation"])
+    given = run_json(
+        capsys, [*base, "--policy", "router", "--set", "capacity=0.5", "--task", "generation"]
+    )
+    assert inline["ratio"] == given["ratio"] < 0.7
+    assert inline["policy_config"]["capacity"] == 0.5
+
+
 def test_dense_counts_more_pairs_than_exact(capsys):
     argv = [
         "flops",
@@ -174,6 +184,11 @@ def _bad_cases(tmp_path):
     tokens = ["--text-tokens", "80", "--image-tokens", "256"]
     return [
         ([*base, "--policy", "himixx", *tokens], "unknown policy 'himixx'"),
+        ([*base, "--policy", "router:capacity=0", *tokens], "router capacity=0 must be in"),
+        (
+            [*base, "--policy", "router:capacity=0.5", "--set", "capacity=0.2", *tokens],
+            "--policy and --set both give capacity",
+        ),
         (
             [*base, "--policy", "hmgen", "--set", "layers=40", *tokens],
             "hmgen layer=40 is out of range",

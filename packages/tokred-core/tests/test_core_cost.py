@@ -56,6 +56,7 @@ def test_hand_computed_flops_exact():
         "attention": 608,
         "o_proj": 896,
         "ffn": 5376,
+        "router": 0,
     }
 
 

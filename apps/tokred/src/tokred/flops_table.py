@@ -22,6 +22,7 @@ from tokred_core import (
     load_shape,
     parse_task,
     policy_cost,
+    split_policy_spec,
 )
 
 __all__ = ["flops_result", "natural_task", "parse_overrides", "render_table"]
@@ -71,7 +72,14 @@ def flops_result(
     _check_tokens("--text-tokens", text_tokens)
     _check_tokens("--image-tokens", image_tokens)
     shape = load_shape(config)
-    built = build_policy(policy, **parse_overrides(overrides))
+    # --policy NAME[:key=value...] reads as everywhere else (tokred_core.policies.spec).
+    name, inline = split_policy_spec(policy, "--policy")
+    fields = parse_overrides(overrides)
+    twice = sorted(set(inline) & set(fields))
+    if twice:
+        key = twice[0]
+        raise TokredError(f"--policy and --set both give {key} ({inline[key]!r}, {fields[key]!r})")
+    built = build_policy(name, **inline, **fields)
     the_task = parse_task(task) if task else natural_task(built)
     layout = canonical_layout(the_task, text_tokens, image_tokens)
     baseline = policy_cost("none", shape, layout, causal)

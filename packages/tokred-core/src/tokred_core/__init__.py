@@ -12,7 +12,7 @@ from .cost import (
 )
 from .errors import RunInterrupted, TokredError
 from .layout import SEGMENT_NAMES, TASK_NAMES, Segment, Task, TokenLayout, parse_task
-from .plans import ReductionPlan, Selection, keep_counts
+from .plans import ReductionPlan, Route, Selection, keep_counts
 from .policies import (
     Policy,
     TaskPolicies,
@@ -40,6 +40,7 @@ __all__ = [
     "ROLE_NAMES",
     "ReductionPlan",
     "Selection",
+    "Route",
     "keep_counts",
     "Policy",
     "TaskPolicies",

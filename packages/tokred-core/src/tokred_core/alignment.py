@@ -7,7 +7,7 @@ maps both groups to one shared "image" set, so their gradients meet in one set o
 there; the other layers give each task its own set, as `task` does everywhere. This is
 decided once, when a model is patched, from the policies on a canonical two-task layout:
 a layer coincides when every image token of both samples has one and the same role there
-and no selection of either task can change it (a dynamic policy's layers from its
+and no selection or route of either task can change it (a dynamic policy's layers from its
 first decision on never coincide, since its roles are only known in the forward).
 """
 
@@ -38,7 +38,10 @@ def coinciding_layers(policies: TaskPolicies, num_layers: int) -> tuple[bool, ..
     layout = _canonical_layout()
     plan = policies.plan(layout, num_layers)
     image = layout.image_mask()
-    first_dynamic = min((s.layer + 1 for s in plan.selections), default=num_layers)
+    first_dynamic = min(
+        [s.layer + 1 for s in plan.selections] + [r.layer for r in plan.routes],
+        default=num_layers,
+    )
     out = []
     for layer in range(num_layers):
         roles = [

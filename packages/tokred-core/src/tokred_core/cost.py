@@ -12,6 +12,9 @@ multiply-add):
     attention  4 * H * hd             per (query, key) pair: 2*hd for q.k, 2*hd for p.v
     o_proj     2 * H*hd * d           per query
     ffn        2 * d * ffn * (3 gated | 2 plain)  per query
+    router     2 * d                  per candidate of a routed layer (the `router` policy's
+                                      d -> 1 score; its layer is priced at capacity: the
+                                      picked candidates ACTIVE, the rest BYPASS)
 
 Pairs are counted `causal="exact"` (default: only causally visible pairs, key index <=
 query index among the tokens that take part) or `causal="dense"` (every query x every kv
@@ -51,7 +54,7 @@ __all__ = [
 CAUSAL_MODES = ("exact", "dense")
 # Backward costs about twice the forward (grads w.r.t. activations and weights).
 TRAINING_FLOPS_FACTOR = 3
-COMPONENTS = ("q_proj", "kv_proj", "attention", "o_proj", "ffn")
+COMPONENTS = ("q_proj", "kv_proj", "attention", "o_proj", "ffn", "router")
 Causal = Literal["exact", "dense"]
 
 
@@ -73,10 +76,12 @@ class LayerCost:
     ffn: int
     paper_units: int
     """n_q * n_kv * d + 8 * n_q * d^2 summed over samples (the paper's convention)."""
+    router: int = 0
+    """The routers' scores in a routed layer (0 elsewhere); not in the paper convention."""
 
     @property
     def flops(self) -> int:
-        return self.q_proj + self.kv_proj + self.attention + self.o_proj + self.ffn
+        return self.q_proj + self.kv_proj + self.attention + self.o_proj + self.ffn + self.router
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -167,6 +172,8 @@ def cost_notes(causal: str) -> tuple[str, ...]:
         "Cost_HiMix, Cost_HMGen): no causal halving, no K/V projections for INJECT tokens",
         "dynamic selections (fastv, pyramid_drop) keep ceil(keep_ratio * n) candidates, "
         "taken as the earliest ones",
+        "routed layers (router) compute ceil(capacity * n) of their n candidates, taken as "
+        "the earliest ones, plus 2*d per candidate for the router's score",
     )
 
 
@@ -186,7 +193,9 @@ def plan_cost(plan: ReductionPlan, shape: DecoderShape, causal: Causal = "exact"
         raise TokredError(
             f"the plan has {plan.num_layers} layers but the decoder shape has {shape.num_layers}"
         )
-    roles = plan.resolved_by_position().roles if plan.selections else plan.roles
+    dynamic = plan.selections or plan.routes
+    roles = plan.resolved_by_position().roles if dynamic else plan.roles
+    routed = _router_candidates(plan)
     queries = roles == Role.ACTIVE
     kv = queries | (roles == Role.INJECT)
     n_q = queries.sum(-1).long()  # (L, B)
@@ -216,6 +225,7 @@ def plan_cost(plan: ReductionPlan, shape: DecoderShape, causal: Causal = "exact"
                 attention=4 * shape.num_heads * shape.head_dim * npairs,  # type: ignore[operator]
                 o_proj=2 * qw * d * nq,
                 ffn=2 * ffn_mats * d * shape.intermediate_size * nq,
+                router=2 * d * routed.get(layer, 0),
                 # Per sample: the paper's n_q * n_kv is a per-sequence product.
                 paper_units=sum(
                     q * k * d + 8 * q * d * d for q, k in zip(q_row, kv_row, strict=True)
@@ -223,6 +233,14 @@ def plan_cost(plan: ReductionPlan, shape: DecoderShape, causal: Causal = "exact"
             )
         )
     return CostReport(shape=shape, causal=causal, layers=tuple(layers), notes=cost_notes(causal))
+
+
+def _router_candidates(plan: ReductionPlan) -> dict[int, int]:
+    """{layer: candidates its routers score}, over the routes of the plan."""
+    counts: dict[int, int] = {}
+    for r in plan.routes:
+        counts[r.layer] = counts.get(r.layer, 0) + int(plan.route_candidates(r).sum())
+    return counts
 
 
 def policy_cost(

@@ -6,7 +6,8 @@
 
 Only the instance changes (never the classes, never forked modeling files): each decoder
 layer gets an instance-level `forward` (reduced_layer.py), each attention module gets its
-image projection sets, and a forward pre-hook on the model turns the `tokred_layout`
+image projection sets (and, under the router policy, its routed layers get their
+routers: routing.py), and a forward pre-hook on the model turns the `tokred_layout`
 keyword into a per-call `ExecutionState` that Hugging Face passes down to every layer in
 its kwargs. Called without `tokred_layout`, the model behaves exactly as before.
 """
@@ -20,6 +21,7 @@ import torch
 from tokred_core import (
     Policy,
     ReductionPlan,
+    Route,
     Selection,
     Sharing,
     TaskPolicies,
@@ -35,6 +37,7 @@ from torch import nn
 from .adapters import DecoderAdapter, adapter_for
 from .projections import add_image_projections, remove_image_projections
 from .reduced_layer import ReducedLayerForward
+from .routing import add_routers, remove_routers, route_sets
 from .schedule import StepSchedule
 from .state import ExecutionState, PreparedStep, ProbeCallback
 
@@ -80,6 +83,17 @@ class ReductionHandle:
         were patched (they are the model's weights), also the per-layer ones of `aligned`
         sharing, which were chosen from the policies given to apply_reduction."""
         self.policies = _as_task_policies(policies)
+        self._add_routers()
+
+    def _add_routers(self) -> None:
+        """A router per (task, layer) the policies route (routing.py); existing ones stay."""
+        wanted: dict[int, list] = {}
+        for task, layers in self.policies.routed_layers(self.num_layers).items():
+            for idx in layers:
+                wanted.setdefault(idx, []).append(task)
+        for idx, tasks in wanted.items():
+            layer = self._forwards[idx].layer
+            add_routers(layer, tasks, self.adapter.attention(layer).config.hidden_size)
 
     def plan(self, layout: TokenLayout):
         return self.policies.plan(layout, self.num_layers)
@@ -118,24 +132,28 @@ class ReductionHandle:
             1 + len(image_sets(self.sharing)),
             device,
             tuple(s.layer for s in plan.selections),
+            plan.route_layers,
         )
         return PreparedStep(
             TokenLayout(host.segments.to(device), host.tasks.to(device)),
             _plan_on(plan, device),
             schedule,
             checked,
+            route_sets(plan, device),
         )
 
     def state_for(self, layout: TokenLayout | PreparedStep) -> ExecutionState:
         """A fresh per-forward state from a layout or a prepared step."""
         prepared = layout if isinstance(layout, PreparedStep) else self.prepare(layout)
-        dynamic = bool(prepared.plan.selections)  # selections rewrite the plan in the forward
+        # Selections and routes rewrite the plan in the forward.
+        dynamic = bool(prepared.plan.selections or prepared.plan.routes)
         return ExecutionState(
             layout=prepared.layout,
             plan=prepared.plan.clone() if dynamic else prepared.plan,
             schedule=prepared.schedule.copy() if dynamic else prepared.schedule,
             probe=self.probe,
             pack_runs=self.pack_runs,
+            routes=prepared.routes,
         )
 
     def undo(self) -> None:
@@ -144,6 +162,7 @@ class ReductionHandle:
             if "forward" in fwd.layer.__dict__:
                 del fwd.layer.__dict__["forward"]
             remove_image_projections(self.adapter.attention(fwd.layer))
+            remove_routers(fwd.layer)
         for hook in self._hooks:
             hook.remove()
         self._forwards.clear()
@@ -184,7 +203,8 @@ def _plan_on(plan: ReductionPlan, device: torch.device) -> ReductionPlan:
         Selection(s.layer, s.candidates.to(device), s.queries.to(device), s.keep_ratio)
         for s in plan.selections
     )
-    return ReductionPlan(plan.roles.to(device), selections)
+    routes = tuple(Route(r.layer, r.task, r.candidates.to(device), r.capacity) for r in plan.routes)
+    return ReductionPlan(plan.roles.to(device), selections, routes)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -223,6 +243,7 @@ def apply_reduction(
         )
         layer.__dict__["forward"] = fwd  # instance attribute shadows the class method
         handle._forwards.append(fwd)
+    handle._add_routers()
 
     def pre_hook(module, args, kwargs):
         if LAYOUT_KWARG not in kwargs:

@@ -5,7 +5,9 @@ Per layer and sample, from the roles (tokred_core.roles):
   keys/values come from the layer-0 embeddings through this layer's input norm and its
   image projections (HiMix);
 - ACTIVE tokens are gathered out of the residual stream, go through attention and the FFN,
-  and are scattered back; INJECT, BYPASS and DROPPED hidden states are left untouched.
+  and are scattered back; INJECT, BYPASS and DROPPED hidden states are left untouched;
+- in a routed layer (the router policy) the router picks which candidates are ACTIVE and
+  gates their update (routing.py).
 Masking alone would save nothing: here the matrices shrink with the plan.
 
 Every token keeps its original RoPE position (cos/sin are gathered from the model's own
@@ -30,6 +32,7 @@ from torch import nn
 from .adapters.base import DecoderAdapter
 from .bucketed_attention import KeyPart, bucketed_attention
 from .projections import grouped_projection, projection_modules
+from .routing import gated_update, layer_routers, route_gate
 from .spmd import zero_touch
 from .state import ExecutionState
 
@@ -104,6 +107,9 @@ class ReducedLayerForward:
     def _run_step(self, x: torch.Tensor, position_embeddings, state: ExecutionState):
         """This layer's part of its run: gather at its start, scatter at its end."""
         layer, idx = self.layer, self.layer_idx
+        # A routed layer (its own run) learns which candidates run only now: its router
+        # picks, and its pattern is rebuilt from the picks (routing.py).
+        gate = route_gate(layer, idx, state, x) if idx in state.routes else None
         pattern = state.schedule.pattern(idx)
         active = pattern.active.index
         if active.total == 0:  # nothing has work in this layer
@@ -123,6 +129,7 @@ class ReducedLayerForward:
         def run(rows: torch.Tensor, embeddings: torch.Tensor | None) -> torch.Tensor:
             return self.compute_packed(rows, position_embeddings, state, embeddings)
 
+        rows_in = packed
         if getattr(layer, "gradient_checkpointing", False) and layer.training:
             if torch.is_grad_enabled():
                 # This instance `forward` shadows the class forward that Hugging Face wraps
@@ -134,6 +141,11 @@ class ReducedLayerForward:
                 packed = run(packed, state.embeddings)
         else:
             packed = run(packed, state.embeddings)
+        if gate is not None:
+            packed = gated_update(rows_in, packed, gate, active)
+        elif (routers := layer_routers(layer)) is not None:
+            # Routers this step does not use still join the graph (SPMD, spmd.py).
+            packed = packed + zero_touch(routers, packed)
         if idx == last:
             state.carried = None
             return scatter_packed(base, packed, active)

@@ -90,12 +90,16 @@ class StepSchedule:
         num_groups: int,
         device: torch.device,
         selection_layers: tuple[int, ...] = (),
+        routed_layers: tuple[int, ...] = (),
     ) -> None:
-        """roles: (L, B, N) on the CPU; groups: (B, N) on the CPU, values < num_groups."""
+        """roles: (L, B, N) on the CPU; groups: (B, N) on the CPU, values < num_groups.
+        routed_layers (the router policy's) are runs of their own: their pattern is
+        known only once their router has picked (`set_layer`)."""
         self.groups = groups.cpu()
         self.num_groups = num_groups
         self.device = device
         self.selection_layers = frozenset(selection_layers)
+        self.routed_layers = frozenset(routed_layers)
         self.layer_patterns: list[LayerPattern] = []
         self._build(roles.cpu(), 0)
 
@@ -132,7 +136,16 @@ class StepSchedule:
         """Whether layer + 1 belongs to the run of `layer`."""
         if layer in self.selection_layers:
             return False
+        if layer in self.routed_layers or layer + 1 in self.routed_layers:
+            return False
         return self.layer_patterns[layer + 1] is self.layer_patterns[layer]
+
+    def set_layer(self, layer: int, roles: torch.Tensor) -> None:
+        """Rebuild the pattern of `layer` alone from its (B, N) device roles, after its
+        router picked (one copy to the host); the other layers keep theirs."""
+        self.layer_patterns[layer] = _pattern(
+            roles.cpu(), self.groups, self.num_groups, self.device
+        )
 
     def refresh(self, first: int, roles: torch.Tensor) -> None:
         """Rebuild the patterns of layers `first`.. from the (L, B, N) device roles, after a

@@ -34,6 +34,8 @@ class PreparedStep:
     schedule: StepSchedule
     checked_mask: torch.Tensor | None = None
     """The (B, N) attention mask (CPU) the layout was checked against when prepared."""
+    routes: dict = field(default_factory=dict)
+    """{routed layer: routing.RouteSet}, the candidates of the router policy's layers."""
 
 
 @dataclass
@@ -45,6 +47,10 @@ class ExecutionState:
     embeddings: torch.Tensor | None = None
     """Input of layer 0, the source of INJECT keys/values at every layer."""
     selected_layers: set[int] = field(default_factory=set)
+    routes: dict = field(default_factory=dict)
+    """{routed layer: routing.RouteSet} (the prepared step's)."""
+    routed_layers: set[int] = field(default_factory=set)
+    """Routed layers whose picks are made (once per forward, not again on recompute)."""
     probe: ProbeCallback | None = None
     probed_layers: set[int] = field(default_factory=set)
     pack_runs: bool = True

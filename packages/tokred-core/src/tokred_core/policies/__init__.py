@@ -1,6 +1,6 @@
 """Reduction policies, one file each, registered by name."""
 
-from . import aligned, fastv, himix, hmgen, none, pyramid_drop, random_drop  # noqa: F401
+from . import aligned, fastv, himix, hmgen, none, pyramid_drop, random_drop, router  # noqa: F401
 from .aligned import Aligned, AlignedConfig, aligned_band
 from .base import (
     Policy,
@@ -17,6 +17,7 @@ from .hmgen import HMGen, HMGenConfig, shallow_layers
 from .none import NoReduction
 from .pyramid_drop import PyramidDrop, PyramidDropConfig
 from .random_drop import RandomDrop, RandomDropConfig
+from .router import Router, RouterConfig, routed_layers
 from .spec import parse_policy, parse_task_policies, split_policy_spec
 
 __all__ = [
@@ -45,4 +46,7 @@ __all__ = [
     "PyramidDropConfig",
     "RandomDrop",
     "RandomDropConfig",
+    "Router",
+    "RouterConfig",
+    "routed_layers",
 ]

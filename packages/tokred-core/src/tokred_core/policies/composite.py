@@ -1,8 +1,8 @@
 """One policy per task, composed into a single plan for a batch that mixes tasks.
 
 This is how a unified run is configured: e.g. himix for understanding and hmgen for
-generation (the paper's joint acceleration). Rows of each task take their policy's roles
-and selections; padding is DROPPED everywhere so no layer spends work on it.
+generation (the paper's joint acceleration). Rows of each task take their policy's roles,
+selections and routes; padding is DROPPED everywhere so no layer spends work on it.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from ..errors import TokredError
 from ..layout import Task, TokenLayout, parse_task
-from ..plans import ReductionPlan
+from ..plans import ReductionPlan, Route
 from ..roles import Role
 from .base import Policy, build_policy
 from .none import NoReduction
@@ -44,6 +44,7 @@ class TaskPolicies:
     def plan(self, layout: TokenLayout, num_layers: int) -> ReductionPlan:
         plan = ReductionPlan.full(num_layers, layout.batch_size, layout.seq_len, layout.device)
         selections = []
+        routes = []
         for task, policy in self.policies.items():
             rows = layout.task_mask(task)
             if not bool(rows.any()):
@@ -56,8 +57,21 @@ class TaskPolicies:
                 full_c[rows] = s.candidates
                 full_q[rows] = s.queries
                 selections.append(type(s)(s.layer, full_c, full_q, s.keep_ratio))
+            for r in sub.routes:
+                full_c = torch.zeros_like(rows[:, None].expand_as(layout.segments))
+                full_c[rows] = r.candidates
+                routes.append(Route(r.layer, r.task, full_c, r.capacity))
         plan.roles.masked_fill_(~layout.valid_mask()[None], int(Role.DROPPED))
-        return ReductionPlan(plan.roles, tuple(selections))
+        return ReductionPlan(plan.roles, tuple(selections), tuple(routes))
+
+    def routed_layers(self, num_layers: int) -> dict[Task, list[int]]:
+        """{task: the layers its router policy routes}, for the tasks served by one: where
+        the model needs a router module (tokred-models adds them when patching)."""
+        return {
+            task: policy.routed_layers(num_layers)
+            for task, policy in self.policies.items()
+            if hasattr(policy, "routed_layers")
+        }
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{t.name.lower()}={p!r}" for t, p in self.policies.items())

@@ -100,9 +100,10 @@ def make_batch(
 
 
 def static_plan(policies: TaskPolicies, layout: TokenLayout, num_layers: int) -> ReductionPlan:
-    """The plan with its selections fixed before the forward (earliest candidates kept)."""
+    """The plan with its selections and routes fixed before the forward (earliest
+    candidates kept, as the cost model prices them)."""
     plan = policies.plan(layout, num_layers)
-    return plan.resolved_by_position() if plan.selections else plan
+    return plan.resolved_by_position() if plan.selections or plan.routes else plan
 
 
 def _lm_loss(model: nn.Module, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from tokred_core import TokredError
+from tokred_models.routing import ROUTER_ATTR
 from torch import nn
 
 from ..config import LoraConfig
@@ -31,6 +32,8 @@ class LoraReport:
     """Image projections the targets leave out (frozen copies of the text projections)."""
     saved_modules: list[str] = field(default_factory=list)
     """Modules trained in full (lora.modules_to_save), wrapped by peft."""
+    routers: list[str] = field(default_factory=list)
+    """Router parameters (the router policy's), trained in full."""
 
 
 def image_projection_names(model: nn.Module) -> list[str]:
@@ -85,6 +88,12 @@ def apply_lora(model: nn.Module, cfg: LoraConfig) -> tuple[nn.Module, LoraReport
         raise TokredError(f"lora.target_modules={cfg.target_modules}: {exc}") from None
     base = wrapped.get_base_model()
     report = LoraReport()
+    # The router policy's routers (tokred_models.routing) are new weights with no base
+    # to adapt: peft froze them with the rest, they train in full.
+    for name, p in base.named_parameters():
+        if f".{ROUTER_ATTR}." in name:
+            p.requires_grad_(True)
+            report.routers.append(name)
     for name, module in base.named_modules():
         if isinstance(module, LoraLayer):
             report.adapted.append(name)
