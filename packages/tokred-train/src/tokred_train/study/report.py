@@ -180,7 +180,7 @@ def _goal_lines(study: Mapping[str, Any]) -> list[str]:
         line += f"{', '.join(shown) if shown else 'none'})."
         return [line]
     closest = ", ".join(f"{arm}: {_gaps(row)}" for arm, row in g["arms"].items())
-    return [f"{line} by no arm (on {tasks}). How close each came: {closest}."]
+    return [f"{line} by any arm (on {tasks}). How close each came: {closest}."]
 
 
 def _goal_table(study: Mapping[str, Any]) -> list[str]:
