@@ -24,6 +24,7 @@ from tokred_core import ReductionPlan, Role, image_sets, layer_projection_sets, 
 from tokred_models import apply_reduction
 from tokred_models.testing import (
     build_llama,
+    capture_states,
     mixed_layout,
     perturb_image_projections_,
     policy_cases,
@@ -126,20 +127,6 @@ def oracle_logits(model, plan: ReductionPlan, layout, sharing, ids, layer_sets=N
     return _rms(dec.norm, h) @ model.lm_head.weight.double().T, roles
 
 
-def _capture_states(handle):
-    """Wrap handle.state_for to keep the ExecutionState of every call (its executed plan)."""
-    states = []
-    original = handle.state_for
-
-    def state_for(layout):
-        state = original(layout)
-        states.append(state)
-        return state
-
-    handle.state_for = state_for
-    return states
-
-
 @pytest.fixture(scope="module")
 def llama6():
     return build_llama(LAYERS, seed=11)
@@ -164,7 +151,7 @@ def test_reduced_model_matches_the_oracle(llama6, case):
     with apply_reduction(llama6, policies, sharing) as handle:
         if image_sets(sharing):
             assert perturb_image_projections_(llama6) > 0
-        states = _capture_states(handle)
+        states = capture_states(handle)
         got = run(llama6, ids, layout)
         plan = handle.plan(layout)
         layer_sets = layer_projection_sets(sharing, policies, LAYERS)

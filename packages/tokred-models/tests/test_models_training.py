@@ -9,6 +9,7 @@ import torch
 from tokred_models import apply_reduction
 from tokred_models.testing import (
     build_llama,
+    capture_states,
     grads,
     mixed_layout,
     perturb_image_projections_,
@@ -37,18 +38,6 @@ def _count_mlp_calls(model) -> list[int]:
     return calls
 
 
-def _capture_states(handle):
-    states = []
-    original = handle.state_for
-
-    def state_for(layout):
-        states.append(original(layout))
-        return states[-1]
-
-    handle.state_for = state_for
-    return states
-
-
 def _step(model, ids, layout):
     labels = ids.masked_fill(~layout.target_mask(), -100)
     model.zero_grad(set_to_none=True)
@@ -72,7 +61,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_grads(case, reentrant):
     model = build_llama(LAYERS, seed=31).train()
     handle = apply_reduction(model, policies, sharing)
     perturb_image_projections_(model)
-    states = _capture_states(handle)
+    states = capture_states(handle)
     calls = _count_mlp_calls(model)
 
     loss_ref, grads_ref = _step(model, ids, layout)
@@ -105,7 +94,7 @@ def test_bf16_autocast_runs_and_stays_close_to_fp32(case):
     model = build_llama(LAYERS, seed=31)
     with apply_reduction(model, policies, sharing) as handle:
         perturb_image_projections_(model)
-        states = _capture_states(handle)
+        states = capture_states(handle)
         fp32 = run(model, ids, layout).detach()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = run(model, ids, layout)

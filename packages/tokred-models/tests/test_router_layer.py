@@ -20,7 +20,15 @@ from tokred_core import Role, Task, TaskPolicies, TokenLayout, TokredError
 from tokred_core.policies import HiMix, HMGen, Router
 from tokred_models import apply_reduction
 from tokred_models.routing import layer_routers
-from tokred_models.testing import build_llama, logit_loss, loss_weights, random_ids, rel_err, run
+from tokred_models.testing import (
+    build_llama,
+    capture_states,
+    logit_loss,
+    loss_weights,
+    random_ids,
+    rel_err,
+    run,
+)
 from torch.overrides import TorchFunctionMode
 
 LAYERS = 5
@@ -105,19 +113,6 @@ def reference(model, plan, layout, ids, rows=None):
     return model.lm_head(dec.norm(torch.cat(outs))), roles
 
 
-def _executed(handle):
-    """Keep the ExecutionState of every forward (its plan holds the executed picks)."""
-    states = []
-    original = handle.state_for
-
-    def state_for(layout):
-        states.append(original(layout))
-        return states[-1]
-
-    handle.state_for = state_for
-    return states
-
-
 def _router_grads(model) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in model.named_parameters() if ".token_router." in n}
 
@@ -170,7 +165,7 @@ def test_routed_forward_and_grads_match_the_reference(llama, case):
     with apply_reduction(llama, policies, sharing) as handle:
         _randomize_routers(llama)
         llama.train()
-        states = _executed(handle)
+        states = capture_states(handle)
         got = run(llama, ids, layout)
         logit_loss(got, valid, weights).backward()
         got_grads, got_all = _router_grads(llama), _merged_grads(llama)

@@ -436,3 +436,17 @@ def policy_cases(num_layers: int) -> dict[str, tuple[TaskPolicies, str]]:
         k: (TaskPolicies(p) if isinstance(p, dict) else TaskPolicies.uniform(p), s)
         for k, (p, s) in cases.items()
     }
+
+
+def capture_states(handle) -> list:
+    """Wrap handle.state_for to keep the ExecutionState of every forward (its plan holds
+    what was executed: selections and router picks); returns the list it fills."""
+    states = []
+    original = handle.state_for
+
+    def state_for(layout):
+        states.append(original(layout))
+        return states[-1]
+
+    handle.state_for = state_for
+    return states

@@ -21,23 +21,12 @@ from tokred_train.testing import (
     HIMIX_HMGEN,
     retrain,
     save_tiny_chameleon,
-    save_tiny_emu3,
     save_tiny_janus,
     tiny_run_config,
     tiny_run_texts,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
-
-
-@pytest.fixture(scope="module")
-def janus_dir(tmp_path_factory):
-    return save_tiny_janus(tmp_path_factory.mktemp("janus"), tiny_run_texts())
-
-
-@pytest.fixture(scope="module")
-def emu3_dir(tmp_path_factory):
-    return save_tiny_emu3(tmp_path_factory.mktemp("emu3"), tiny_run_texts())
 
 
 def config(tmp_path, folder, name="run", reduction=None, **sections):

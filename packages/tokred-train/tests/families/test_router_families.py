@@ -10,25 +10,12 @@ import pytest
 from tokred_train import train
 from tokred_train.testing import (
     retrain,
-    save_tiny_emu3,
-    save_tiny_janus,
     tiny_run_config,
-    tiny_run_texts,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::UserWarning")
 
 QLORA = {"enabled": True, "quantize_4bit": True, "r": 4}
-
-
-@pytest.fixture(scope="module")
-def janus_dir(tmp_path_factory):
-    return save_tiny_janus(tmp_path_factory.mktemp("janus"), tiny_run_texts())
-
-
-@pytest.fixture(scope="module")
-def emu3_dir(tmp_path_factory):
-    return save_tiny_emu3(tmp_path_factory.mktemp("emu3"), tiny_run_texts())
 
 
 def _trains_its_routers(tmp_path, folder, reduction, lora=None):
