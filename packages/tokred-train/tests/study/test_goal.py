@@ -71,7 +71,7 @@ def test_when_no_arm_meets_the_goal_the_finding_says_how_close_each_came():
     assert abs(g["arms"]["slow"]["short_by"]["step_time"] - 0.2) < 1e-6
     report = render_report(study)
     line = next(x for x in report.splitlines() if x.startswith("- Issue 10's goal"))
-    assert "**not met** by no arm" in line
+    assert "**not met** by any arm" in line
     assert "lossy: kept on understanding +0.400 off" in line
     assert "slow: step time +0.200 off" in line
 
