@@ -31,7 +31,7 @@ from torch import nn
 
 from .adapters.base import DecoderAdapter
 from .bucketed_attention import KeyPart, bucketed_attention
-from .projections import grouped_projection, projection_modules
+from .projections import grouped_projections, projection_modules
 from .routing import gated_update, layer_routers, route_gate
 from .spmd import zero_touch
 from .state import ExecutionState
@@ -166,13 +166,7 @@ class ReducedLayerForward:
         pattern = state.schedule.pattern(self.layer_idx)
         seq = state.layout.seq_len
         cos, sin = self._rope_rows(state, pattern, position_embeddings)
-        q, keys = self._active_qkv(x_act, pattern, cos[0], sin[0], seq)
-        if pattern.inject.total:
-            if embeddings is None:
-                raise TokredError(
-                    "INJECT tokens need the layer-0 embeddings, but layer 0 did not run"
-                )
-            keys.append(*self._injected_kv(embeddings, pattern, cos[1], sin[1]), pattern, seq)
+        q, keys = self._qkv(x_act, embeddings, pattern, cos, sin, seq)
         a_idx = pattern.active.index
         q_pad = pack_to_padded(q, a_idx).transpose(1, 2)  # (B, H, Nq, D)
         self._observe(state, attn, q_pad, a_idx, keys, a_idx.batch_size, seq)
@@ -210,10 +204,12 @@ class ReducedLayerForward:
             state.rope_rows[key] = rows
         return rows
 
-    def _project(self, h: torch.Tensor, group_counts: list[int], name: str, heads: int):
-        """One of q/k/v_proj over packed rows, each row through its group's projection set."""
+    def _project(self, rows: list, counts: list, name: str, heads: int) -> list:
+        """One of q/k/v_proj over sets of packed rows, each row through its group's
+        projection set, one call per projection set for all the sets (projections.py)."""
         modules = projection_modules(self.adapter.attention(self.layer), name, self.sets)
-        return grouped_projection(h, group_counts, modules).view(-1, heads, self._head_dim())
+        outs = grouped_projections(rows, counts, modules)
+        return [o.view(-1, heads, self._head_dim()) for o in outs]
 
     def _head_dim(self) -> int:
         return _head_counts(self.adapter.attention(self.layer))[2]
@@ -221,33 +217,33 @@ class ReducedLayerForward:
     def _input_norm(self, h: torch.Tensor) -> torch.Tensor:
         return self.adapter.input_norm(self.layer)(h) if self.norm_placement == "pre" else h
 
-    def _active_qkv(self, x_act, pattern, cos, sin, seq):
-        """The ACTIVE rows' queries, and their keys/values as the first key part."""
-        attn = self.adapter.attention(self.layer)
-        heads, kv_heads, _ = _head_counts(attn)
-        h = self._input_norm(x_act)
-        counts = pattern.active.group_counts
-        q = self._project(h, counts, "q_proj", heads)
-        k = self._project(h, counts, "k_proj", kv_heads)
-        v = self._project(h, counts, "v_proj", kv_heads)
-        q, k = self.adapter.qk_norm(attn, q, k)
-        q, k = _rope(q, cos, sin), _rope(k, cos, sin)
-        keys = _KeyParts()
-        keys.append(k, v, pattern.active.index, pattern, seq)
-        return q, keys
-
-    def _injected_kv(self, embeddings, pattern, cos, sin):
-        """Keys/values of the INJECT tokens: their layer-0 embeddings through this layer's
-        input norm and projections (HiMix)."""
+    def _qkv(self, x_act, embeddings, pattern, cos, sin, seq):
+        """The ACTIVE rows' queries, and the key parts: the ACTIVE rows' keys/values, then
+        (HiMix) the INJECT tokens', from their layer-0 embeddings through this layer's
+        input norm and projections. Keys and values of both sets share each projection
+        call."""
         attn = self.adapter.attention(self.layer)
         heads, kv_heads, head_dim = _head_counts(attn)
-        i_idx = pattern.inject.index
-        e = self._input_norm(gather_packed(embeddings, i_idx))
-        counts = pattern.inject.group_counts
-        ki = self._project(e, counts, "k_proj", kv_heads)
-        vi = self._project(e, counts, "v_proj", kv_heads)
-        _, ki = self.adapter.qk_norm(attn, ki.new_zeros(ki.shape[0], heads, head_dim), ki)
-        return _rope(ki, cos, sin), vi, i_idx
+        rows, counts = [self._input_norm(x_act)], [pattern.active.group_counts]
+        if pattern.inject.total:
+            if embeddings is None:
+                raise TokredError(
+                    "INJECT tokens need the layer-0 embeddings, but layer 0 did not run"
+                )
+            rows.append(self._input_norm(gather_packed(embeddings, pattern.inject.index)))
+            counts.append(pattern.inject.group_counts)
+        (q,) = self._project(rows[:1], counts[:1], "q_proj", heads)
+        k = self._project(rows, counts, "k_proj", kv_heads)
+        v = self._project(rows, counts, "v_proj", kv_heads)
+        q, k_act = self.adapter.qk_norm(attn, q, k[0])
+        keys = _KeyParts()
+        keys.append(_rope(k_act, cos[0], sin[0]), v[0], pattern.active.index, pattern, seq)
+        if len(k) > 1:
+            _, k_inj = self.adapter.qk_norm(
+                attn, k[1].new_zeros(k[1].shape[0], heads, head_dim), k[1]
+            )
+            keys.append(_rope(k_inj, cos[1], sin[1]), v[1], pattern.inject.index, pattern, seq)
+        return _rope(q, cos[0], sin[0]), keys
 
     def _observe(self, state, attn, q_pad, a_idx, keys, bsz, seq) -> None:
         """The probe and the dynamic selections see the whole batch's keys in one block."""
