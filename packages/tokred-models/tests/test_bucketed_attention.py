@@ -7,10 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from tokred_models.bucketed_attention import (
+    BUCKET_CALL_MACS,
     KeyPart,
     attention_buckets,
     bucket_rows,
     bucketed_attention,
+    merge_buckets,
 )
 
 
@@ -101,4 +103,45 @@ def test_one_bucket_without_inject_runs_unmasked_and_pads_nothing():
     )
     ref = _reference(q, tok, valid, [k], [k], [tok], [valid], None, 4)  # scale 4**-0.5
     keep = valid[:, None, :, None].expand_as(ref)
+    torch.testing.assert_close(out[keep], ref[keep])
+
+
+def test_buckets_merge_where_a_call_costs_more_than_the_padding_it_saves():
+    # Two samples: 10 queries x 10 keys, 4 queries x 4 keys: split by cost (16 < 50),
+    # joined they compute 2 x 10 x 10 = 200 pairs instead of 100 + 16, 84 more.
+    q_counts, parts = [10, 4], [[10, 4]]
+    assert bucket_rows([100, 16]) == [[0], [1]]
+    assert merge_buckets([[0], [1]], q_counts, parts, call_pairs=84) == [[0, 1]]
+    assert merge_buckets([[0], [1]], q_counts, parts, call_pairs=83) == [[0], [1]]
+    # INJECT keys count in the padded keys: part maxima add up.
+    assert merge_buckets([[0], [1]], q_counts, [[10, 4], [0, 6]], call_pairs=84) == [[0], [1]]
+    cpu = torch.device("cpu")
+    call = BUCKET_CALL_MACS["cpu"]
+    small = attention_buckets(q_counts, parts, cpu, pair_macs=call // 84)
+    assert len(small.buckets) == 1 and small.buckets[0].rows is None
+    assert small.buckets[0].num_queries == 10 and small.buckets[0].part_lengths == (10,)
+    large = attention_buckets(q_counts, parts, cpu, pair_macs=call // 83 + 1)
+    assert [b.rows.tolist() for b in large.buckets] == [[0], [1]]
+    assert len(attention_buckets(q_counts, parts, cpu).buckets) == 2  # no pair_macs: split
+
+
+def test_merged_buckets_still_equal_the_reference():
+    gen = torch.Generator().manual_seed(5)
+    heads, kv_heads, dim, seq = 2, 1, 4, 20
+    q_counts, inj = [15, 2, 9, 1], [0, 4, 3, 0]
+    q, q_tok, q_valid = _padded(q_counts, heads, dim, seq, gen)
+    ka, _, _ = _padded(q_counts, kv_heads, dim, seq, gen)
+    va, _, _ = _padded(q_counts, kv_heads, dim, seq, gen)
+    ki, ti, vi_valid = _padded(inj, kv_heads, dim, seq, gen)
+    vi, _, _ = _padded(inj, kv_heads, dim, seq, gen)
+    parts = [KeyPart(ka, va, q_tok, q_valid), KeyPart(ki, vi, ti, vi_valid)]
+    buckets = attention_buckets(q_counts, [q_counts, inj], torch.device("cpu"), pair_macs=1)
+    assert len(buckets.buckets) == 1
+    out = bucketed_attention(
+        q, q_tok, q_valid, parts, buckets, scale=dim**-0.5, dropout=0.0, window=None
+    )
+    ref = _reference(
+        q, q_tok, q_valid, [ka, ki], [va, vi], [q_tok, ti], [q_valid, vi_valid], None, dim
+    )
+    keep = q_valid[:, None, :, None].expand_as(ref)
     torch.testing.assert_close(out[keep], ref[keep])

@@ -133,6 +133,7 @@ class ReductionHandle:
             device,
             tuple(s.layer for s in plan.selections),
             plan.route_layers,
+            self._pair_macs(),
         )
         return PreparedStep(
             TokenLayout(host.segments.to(device), host.tasks.to(device)),
@@ -141,6 +142,13 @@ class ReductionHandle:
             checked,
             route_sets(plan, device),
         )
+
+    def _pair_macs(self) -> int:
+        """Multiply-adds per query-key pair of the model's attention (heads x head_dim)."""
+        if not self._forwards:
+            return 0
+        attn = self.adapter.attention(self._forwards[0].layer)
+        return int(attn.config.num_attention_heads * attn.head_dim)
 
     def state_for(self, layout: TokenLayout | PreparedStep) -> ExecutionState:
         """A fresh per-forward state from a layout or a prepared step."""

@@ -73,11 +73,14 @@ def _token_set(mask: torch.Tensor, groups: torch.Tensor, num_groups: int, device
     )
 
 
-def _pattern(roles: torch.Tensor, groups: torch.Tensor, num_groups: int, device) -> LayerPattern:
+def _pattern(
+    roles: torch.Tensor, groups: torch.Tensor, num_groups: int, device, pair_macs: int
+) -> LayerPattern:
     active = _token_set(roles == Role.ACTIVE, groups, num_groups, device)
     inject = _token_set(roles == Role.INJECT, groups, num_groups, device)
     parts = [active.counts] + ([inject.counts] if inject.total else [])
-    return LayerPattern(active, inject, attention_buckets(active.counts, parts, device))
+    buckets = attention_buckets(active.counts, parts, device, pair_macs)
+    return LayerPattern(active, inject, buckets)
 
 
 class StepSchedule:
@@ -91,11 +94,15 @@ class StepSchedule:
         device: torch.device,
         selection_layers: tuple[int, ...] = (),
         routed_layers: tuple[int, ...] = (),
+        pair_macs: int = 0,
     ) -> None:
         """roles: (L, B, N) on the CPU; groups: (B, N) on the CPU, values < num_groups.
         routed_layers (the router policy's) are runs of their own: their pattern is
-        known only once their router has picked (`set_layer`)."""
+        known only once their router has picked (`set_layer`). pair_macs: the model's
+        multiply-adds per query-key pair (heads x head_dim), which lets the attention
+        buckets weigh a call's overhead against its padding (bucketed_attention.py)."""
         self.groups = groups.cpu()
+        self.pair_macs = pair_macs
         self.num_groups = num_groups
         self.device = device
         self.selection_layers = frozenset(selection_layers)
@@ -109,8 +116,11 @@ class StepSchedule:
         for layer in range(first, roles.shape[0]):
             key = roles[layer].numpy().tobytes()
             if key not in seen:
-                seen[key] = _pattern(roles[layer], self.groups, self.num_groups, self.device)
+                seen[key] = self._pattern(roles[layer])
             self.layer_patterns.append(seen[key])
+
+    def _pattern(self, roles: torch.Tensor) -> LayerPattern:
+        return _pattern(roles, self.groups, self.num_groups, self.device, self.pair_macs)
 
     def copy(self) -> StepSchedule:
         """A schedule sharing the patterns, whose later layers `refresh` may replace."""
@@ -143,9 +153,7 @@ class StepSchedule:
     def set_layer(self, layer: int, roles: torch.Tensor) -> None:
         """Rebuild the pattern of `layer` alone from its (B, N) device roles, after its
         router picked (one copy to the host); the other layers keep theirs."""
-        self.layer_patterns[layer] = _pattern(
-            roles.cpu(), self.groups, self.num_groups, self.device
-        )
+        self.layer_patterns[layer] = self._pattern(roles.cpu())
 
     def refresh(self, first: int, roles: torch.Tensor) -> None:
         """Rebuild the patterns of layers `first`.. from the (L, B, N) device roles, after a
