@@ -103,6 +103,11 @@ def _grad_fns(idx, x, packed, padded):
         "scatter": (lambda base, p: tk.scatter_packed(base, p, idx), (x, packed)),
         "pack_to_padded": (lambda p: tk.pack_to_padded(p, idx), (packed,)),
         "padded_to_packed": (lambda p: tk.padded_to_packed(p, idx), (padded,)),
+        # the packed rows placed at shuffled, spread-out slots of a larger block
+        "place_rows": (
+            lambda p: tk.place_rows(p, _spread_slots(idx.total), 2 * idx.total + 3),
+            (packed,),
+        ),
         # full -> packed -> padded -> packed -> full
         "round_trip": (
             lambda base: tk.scatter_packed(
@@ -113,6 +118,21 @@ def _grad_fns(idx, x, packed, padded):
             (x,),
         ),
     }
+
+
+def _spread_slots(n):
+    """n unique slots in [0, 2n + 3), out of order."""
+    return torch.randperm(2 * n + 3, generator=torch.Generator().manual_seed(n))[:n]
+
+
+def test_place_rows_puts_each_row_at_its_slot_and_zeros_elsewhere():
+    src = torch.arange(6.0).view(3, 2)
+    slots = torch.tensor([4, 0, 2])
+    out = tk.place_rows(src, slots, 5)
+    assert torch.equal(out, torch.tensor([[2.0, 3], [0, 0], [4, 5], [0, 0], [0, 1]]))
+    assert tk.place_rows(src[:0], slots[:0], 2).abs().sum() == 0
+    with pytest.raises(tk.KernelError, match="src must have 3 rows"):
+        tk.place_rows(src[:2], slots, 5)
 
 
 def _grad_inputs(kind, trailing):
@@ -127,7 +147,7 @@ def _grad_inputs(kind, trailing):
 
 
 @pytest.mark.parametrize(
-    "op", ["gather", "scatter", "pack_to_padded", "padded_to_packed", "round_trip"]
+    "op", ["gather", "scatter", "pack_to_padded", "padded_to_packed", "place_rows", "round_trip"]
 )
 @pytest.mark.parametrize("kind", ["random", "full", "single"])
 @pytest.mark.parametrize("trailing", TRAILING)
@@ -137,7 +157,7 @@ def test_gradcheck(op, kind, trailing):
 
 
 @pytest.mark.parametrize(
-    "op", ["gather", "scatter", "pack_to_padded", "padded_to_packed", "round_trip"]
+    "op", ["gather", "scatter", "pack_to_padded", "padded_to_packed", "place_rows", "round_trip"]
 )
 def test_gradgradcheck(op):
     """Backward is built from the same Functions, so double backward must be right too."""

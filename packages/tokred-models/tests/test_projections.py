@@ -68,5 +68,5 @@ def test_grouped_projection_is_the_one_set_case_and_rejects_bad_counts():
     torch.testing.assert_close(
         grouped_projection(x, [2, 3], modules), grouped_projections([x], [[2, 3]], modules)[0]
     )
-    with pytest.raises(ValueError, match=r"group_counts \[2, 2\] do not split 5 rows"):
+    with pytest.raises(ValueError, match=r"group_counts \[\[2, 2\]\] do not split 5 rows"):
         grouped_projections([x], [[2, 2]], modules)

@@ -31,6 +31,7 @@ __all__ = [
     "scatter_packed",
     "pack_to_padded",
     "padded_to_packed",
+    "place_rows",
 ]
 
 
@@ -253,3 +254,14 @@ def padded_to_packed(padded: Tensor, idx: TokenIndex) -> Tensor:
         )
     flat = padded.reshape(idx.batch_size * idx.max_count, *padded.shape[2:])
     return _GatherRows.apply(flat, idx.padded_slots)
+
+
+def place_rows(src: Tensor, slots: Tensor, num_rows: int) -> Tensor:
+    """(n, ...) -> (num_rows, ...) zeros with row slots[i] = src[i], for unique `slots`: a
+    padded layout other than a TokenIndex's own (several selections side by side)."""
+    if not isinstance(src, Tensor) or src.dim() < 1 or src.shape[0] != slots.shape[0]:
+        raise KernelError(
+            f"src must have {slots.shape[0]} rows (one per slot), "
+            f"got shape {tuple(getattr(src, 'shape', ()))}"
+        )
+    return _PlaceRows.apply(src, slots, num_rows)

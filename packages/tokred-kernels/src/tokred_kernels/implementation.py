@@ -26,6 +26,7 @@ OP_NAMES: tuple[str, ...] = (
     "scatter_packed",
     "pack_to_padded",
     "padded_to_packed",
+    "place_rows",
     "position_attention",
 )
 """Every op the dispatcher routes; each implementation may provide any subset."""

@@ -23,6 +23,7 @@ __all__ = [
     "scatter_packed",
     "pack_to_padded",
     "padded_to_packed",
+    "place_rows",
     "position_attention",
 ]
 
@@ -126,6 +127,11 @@ def pack_to_padded(packed: Tensor, idx: TokenIndex) -> Tensor:
 def padded_to_packed(padded: Tensor, idx: TokenIndex) -> Tensor:
     """(B, max_count, ...) -> (total, ...), differentiable."""
     return call("padded_to_packed", padded=padded, idx=idx)
+
+
+def place_rows(src: Tensor, slots: Tensor, num_rows: int) -> Tensor:
+    """(n, ...) -> (num_rows, ...) zeros with row slots[i] = src[i], differentiable."""
+    return call("place_rows", src=src, slots=slots, num_rows=num_rows)
 
 
 def position_attention(

@@ -6,6 +6,7 @@ from .gather_scatter import (
     gather_packed,
     pack_to_padded,
     padded_to_packed,
+    place_rows,
     scatter_packed,
     token_index,
 )
@@ -28,6 +29,7 @@ TORCH_IMPL = Implementation(
         "scatter_packed": scatter_packed,
         "pack_to_padded": pack_to_padded,
         "padded_to_packed": padded_to_packed,
+        "place_rows": place_rows,
         "position_attention": position_attention,
     },
 )

@@ -159,9 +159,13 @@ def _mask(q_tok, q_valid, k_tok, k_valid, window):
     return (mask | ~q_valid[:, :, None])[:, None]  # (B, 1, Nq, Nk): one mask for all heads
 
 
-def _bucket_inputs(bucket: Bucket, q, q_tok, q_valid, parts: list[KeyPart]):
+def _bucket_inputs(bucket: Bucket, q, q_tok, q_valid, parts: list[KeyPart], whole):
     """The bucket's rows of the queries and keys, trimmed to its own longest sample."""
     nq, rows = bucket.num_queries, bucket.rows
+    if rows is None and whole is not None:  # every sample: the parts' block as it is
+        pick = lambda t, n, dim: t.narrow(dim, 0, n)  # noqa: E731
+        queries = pick(q, nq, 2), pick(q_tok, nq, 1), pick(q_valid, nq, 1)
+        return (*queries, whole.k, whole.v, whole.tokens, whole.valid)
     if rows is None:
         pick = lambda t, n, dim: t.narrow(dim, 0, n)  # noqa: E731
     else:
@@ -188,17 +192,20 @@ def bucketed_attention(
     dropout: float,
     window: int | None,
     masks: dict | None = None,
+    whole: KeyPart | None = None,
 ) -> torch.Tensor:
     """q: (B, H, Nq, D) padded queries -> (B, H, Nq, D) attention output (pad rows arbitrary).
 
     `masks` caches each bucket's mask across the layers that share these buckets (they
-    depend on positions only)."""
+    depend on positions only). `whole`: the parts side by side in one block (their
+    concatenation along the keys, layer_keys.py), which a whole-batch bucket then reads
+    without concatenating them."""
     gqa = q.shape[1] != parts[0].k.shape[1]
     self_causal = len(parts) == 1 and window is None
     cache = masks if masks is not None else {}
     out = None
     for i, bucket in enumerate(buckets.buckets):
-        qb, qt, qv, k, v, kt, kv = _bucket_inputs(bucket, q, q_tok, q_valid, parts)
+        qb, qt, qv, k, v, kt, kv = _bucket_inputs(bucket, q, q_tok, q_valid, parts, whole)
         if self_causal:
             o = F.scaled_dot_product_attention(
                 qb, k, v, dropout_p=dropout, is_causal=True, scale=scale, enable_gqa=gqa

@@ -21,6 +21,7 @@ __all__ = [
     "remove_image_projections",
     "grouped_projection",
     "grouped_projections",
+    "stacked_projection",
 ]
 
 IMAGE_PROJ_ATTR = "image_proj"
@@ -73,10 +74,21 @@ def grouped_projection(
 def grouped_projections(
     xs: list[torch.Tensor], counts: list[list[int]], modules: list[nn.Module]
 ) -> list[torch.Tensor]:
-    """`grouped_projection` of several row sets (a layer's ACTIVE rows and its INJECT rows)
-    with ONE call per module: group g's rows of every set are projected together. On a
-    small model a call costs more than its arithmetic (a matmul forward, two backward, the
-    slicing around them), so halving the calls is what makes the reduced layer cheaper.
+    """`grouped_projection` of several row sets, one output per set (see
+    `stacked_projection`, which takes them stacked in one tensor)."""
+    sizes = [x.shape[0] for x in xs]
+    out = stacked_projection(torch.cat(xs) if len(xs) > 1 else xs[0], counts, modules)
+    return list(out.split(sizes)) if len(xs) > 1 else [out]
+
+
+def stacked_projection(
+    x: torch.Tensor, counts: list[list[int]], modules: list[nn.Module]
+) -> torch.Tensor:
+    """modules[g] applied to every row of group g of x, whose rows are several sets one
+    after another (a layer's ACTIVE rows, then its INJECT rows), set i holding counts[i][g]
+    rows of group g in group order; the result keeps x's row order. ONE call per module
+    for all the sets: on a small model a call costs more than its arithmetic (a matmul
+    forward, two backward, the slicing around them).
 
     Every module runs, on zero rows when its group is empty in every set: all processes of
     a data-parallel or sharded job then run the same modules, and every trainable weight
@@ -87,33 +99,33 @@ def grouped_projections(
     find_unused_parameters (a graph traversal every step).
 
     Slices are taken with `split` (its backward is one concatenation) rather than `narrow`
-    (whose backward writes each slice's gradient into a zero tensor of the whole input)."""
-    for x, c in zip(xs, counts, strict=True):
-        if len(c) != len(modules) or sum(c) != x.shape[0]:
-            raise ValueError(
-                f"group_counts {c} do not split {x.shape[0]} rows among {len(modules)} "
-                "projection sets"
-            )
-    pieces = [x.split(c) if len(modules) > 1 else (x,) for x, c in zip(xs, counts, strict=True)]
-    outs: list[list[torch.Tensor]] = [[] for _ in xs]
+    (whose backward writes each slice's gradient into a zero tensor of the whole input).
+    With one module it is a plain call on x."""
+    for c in counts:
+        if len(c) != len(modules):
+            raise ValueError(f"group_counts {c} name {len(c)} groups for {len(modules)} sets")
+    if sum(map(sum, counts)) != x.shape[0]:
+        raise ValueError(
+            f"group_counts {counts} do not split {x.shape[0]} rows among {len(modules)} "
+            "projection sets"
+        )
+    if len(modules) == 1:
+        return modules[0](x)
+    flat = [n for c in counts for n in c]
+    pieces = x.split(flat)  # set-major, then group
+    ng = len(modules)
+    outs: list[torch.Tensor | None] = [None] * len(flat)
     for g, module in enumerate(modules):
         users = [i for i, c in enumerate(counts) if c[g]]
         if not users:
-            # A zero-row slice keeps the module in the graph: its weights get zero gradients
-            # (joined into the first set's output, so that the loss reaches it).
-            outs[0].append(module(pieces[0][g]))
+            # A zero-row slice keeps the module in the graph: its weights get zero
+            # gradients (its empty result joins the output, so that the loss reaches it).
+            outs[g] = module(pieces[g])
             continue
-        rows = [pieces[i][g] for i in users]
+        rows = [pieces[i * ng + g] for i in users]
         out = module(rows[0] if len(rows) == 1 else torch.cat(rows))
         parts = out.split([counts[i][g] for i in users]) if len(rows) > 1 else (out,)
         for i, part in zip(users, parts, strict=True):
-            outs[i].append(part)
-    return [_joined(o, x, modules[0]) for o, x in zip(outs, xs, strict=True)]
-
-
-def _joined(parts: list[torch.Tensor], x: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    if len(parts) == 1:
-        return parts[0]
-    if parts:
-        return torch.cat(parts)
-    return module(x)  # a set with no rows: its (0, out) result
+            outs[i * ng + g] = part
+    present = [o for o in outs if o is not None]
+    return present[0] if len(present) == 1 else torch.cat(present)

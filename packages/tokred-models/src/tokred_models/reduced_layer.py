@@ -30,8 +30,9 @@ from tokred_kernels import (
 from torch import nn
 
 from .adapters.base import DecoderAdapter
-from .bucketed_attention import KeyPart, bucketed_attention
-from .projections import grouped_projections, projection_modules
+from .bucketed_attention import bucketed_attention
+from .layer_keys import LayerKeys
+from .projections import projection_modules, stacked_projection
 from .routing import gated_update, layer_routers, route_gate
 from .spmd import zero_touch
 from .state import ExecutionState
@@ -165,22 +166,24 @@ class ReducedLayerForward:
         attn = self.adapter.attention(self.layer)
         pattern = state.schedule.pattern(self.layer_idx)
         seq = state.layout.seq_len
-        cos, sin = self._rope_rows(state, pattern, position_embeddings)
-        q, keys = self._qkv(x_act, embeddings, pattern, cos, sin, seq)
+        q, keys = self._qkv(
+            x_act, embeddings, pattern, self._rope_rows(state, pattern, position_embeddings), seq
+        )
         a_idx = pattern.active.index
         q_pad = pack_to_padded(q, a_idx).transpose(1, 2)  # (B, H, Nq, D)
         self._observe(state, attn, q_pad, a_idx, keys, a_idx.batch_size, seq)
         dropout = getattr(attn, "attention_dropout", 0.0) if attn.training else 0.0
         o = bucketed_attention(
             q_pad,
-            keys.tokens[0],
-            keys.valid[0],
+            keys.layout.tokens[:, : a_idx.max_count],
+            a_idx.padded_valid,
             keys.parts(),
             pattern.buckets,
             scale=attn.scaling,
             dropout=dropout,
             window=self.window,
             masks=pattern.cache,
+            whole=keys.whole,
         )
         heads = q.shape[1]
         o = padded_to_packed(
@@ -189,27 +192,32 @@ class ReducedLayerForward:
         return self._residual(x_act, attn.o_proj(o)).to(x_act.dtype)
 
     def _rope_rows(self, state: ExecutionState, pattern, position_embeddings):
-        """cos/sin at the ACTIVE and at the INJECT rows, gathered once per forward for all
-        the layers of a pattern (they take the same position embeddings)."""
+        """(cos, sin) at the ACTIVE rows (the queries) and at the stacked key rows (ACTIVE,
+        then INJECT), gathered once per forward for all the layers of a pattern (they take
+        the same position embeddings)."""
         key = (id(pattern), id(position_embeddings[0]))
         rows = state.rope_rows.get(key)
         if rows is None:
             bsz, seq = state.layout.batch_size, state.layout.seq_len
             cos, sin = (t.expand(bsz, -1, -1).reshape(bsz * seq, -1) for t in position_embeddings)
-            sets = (pattern.active.index, pattern.inject.index)
+            active = pattern.active.index.indices
+            keys = active
+            if pattern.inject.total:
+                keys = torch.cat([active, pattern.inject.index.indices])
             rows = (
-                tuple(cos.index_select(0, s.indices) for s in sets),
-                tuple(sin.index_select(0, s.indices) for s in sets),
+                cos.index_select(0, active),
+                sin.index_select(0, active),
+                cos.index_select(0, keys),
+                sin.index_select(0, keys),
             )
             state.rope_rows[key] = rows
         return rows
 
-    def _project(self, rows: list, counts: list, name: str, heads: int) -> list:
-        """One of q/k/v_proj over sets of packed rows, each row through its group's
-        projection set, one call per projection set for all the sets (projections.py)."""
+    def _project(self, rows: torch.Tensor, counts: list, name: str, heads: int):
+        """One of q/k/v_proj over stacked sets of packed rows, each row through its group's
+        projection set, one call per projection set (projections.py)."""
         modules = projection_modules(self.adapter.attention(self.layer), name, self.sets)
-        outs = grouped_projections(rows, counts, modules)
-        return [o.view(-1, heads, self._head_dim()) for o in outs]
+        return stacked_projection(rows, counts, modules).view(-1, heads, self._head_dim())
 
     def _head_dim(self) -> int:
         return _head_counts(self.adapter.attention(self.layer))[2]
@@ -217,42 +225,38 @@ class ReducedLayerForward:
     def _input_norm(self, h: torch.Tensor) -> torch.Tensor:
         return self.adapter.input_norm(self.layer)(h) if self.norm_placement == "pre" else h
 
-    def _qkv(self, x_act, embeddings, pattern, cos, sin, seq):
-        """The ACTIVE rows' queries, and the key parts: the ACTIVE rows' keys/values, then
+    def _qkv(self, x_act, embeddings, pattern, rope, seq):
+        """The ACTIVE rows' queries, and the layer's keys/values: the ACTIVE rows', then
         (HiMix) the INJECT tokens', from their layer-0 embeddings through this layer's
-        input norm and projections. Keys and values of both sets share each projection
-        call."""
+        input norm and projections. Both key sets go through each step (norm, k/v_proj,
+        RoPE, placement) as one stack of rows (layer_keys.py)."""
         attn = self.adapter.attention(self.layer)
-        heads, kv_heads, head_dim = _head_counts(attn)
-        rows, counts = [self._input_norm(x_act)], [pattern.active.group_counts]
-        if pattern.inject.total:
+        heads, kv_heads, _ = _head_counts(attn)
+        active, inject = pattern.active, pattern.inject
+        rows, counts = x_act, [active.group_counts]
+        if inject.total:
             if embeddings is None:
                 raise TokredError(
                     "INJECT tokens need the layer-0 embeddings, but layer 0 did not run"
                 )
-            rows.append(self._input_norm(gather_packed(embeddings, pattern.inject.index)))
-            counts.append(pattern.inject.group_counts)
-        (q,) = self._project(rows[:1], counts[:1], "q_proj", heads)
-        k = self._project(rows, counts, "k_proj", kv_heads)
-        v = self._project(rows, counts, "v_proj", kv_heads)
-        q, k_act = self.adapter.qk_norm(attn, q, k[0])
-        keys = _KeyParts()
-        keys.append(_rope(k_act, cos[0], sin[0]), v[0], pattern.active.index, pattern, seq)
-        if len(k) > 1:
-            _, k_inj = self.adapter.qk_norm(
-                attn, k[1].new_zeros(k[1].shape[0], heads, head_dim), k[1]
-            )
-            keys.append(_rope(k_inj, cos[1], sin[1]), v[1], pattern.inject.index, pattern, seq)
-        return _rope(q, cos[0], sin[0]), keys
+            rows = torch.cat([x_act, gather_packed(embeddings, inject.index)])
+            counts.append(inject.group_counts)
+        h = self._input_norm(rows)
+        h_act = h.split([active.total, inject.total])[0] if inject.total else h
+        q = self._project(h_act, counts[:1], "q_proj", heads)
+        k = self._project(h, counts, "k_proj", kv_heads)
+        v = self._project(h, counts, "v_proj", kv_heads)
+        q, k = self.adapter.qk_norm(attn, q, k)
+        cos_q, sin_q, cos_k, sin_k = rope
+        return _rope(q, cos_q, sin_q), LayerKeys(_rope(k, cos_k, sin_k), v, pattern, seq)
 
     def _observe(self, state, attn, q_pad, a_idx, keys, bsz, seq) -> None:
         """The probe and the dynamic selections see the whole batch's keys in one block."""
         if state.probe is None and not state.plan.selections_at(self.layer_idx):
             return
-        k_pad = torch.cat(keys.padded_k, dim=1).transpose(1, 2)  # (B, Hkv, Nk, D)
-        q_tok = keys.tokens[0]  # the queries are the first key part's tokens
-        k_tok = torch.cat(keys.tokens, dim=1)
-        k_valid = torch.cat(keys.valid, dim=1)
+        k_pad = keys.k  # (B, Hkv, Nk, D)
+        q_tok = keys.layout.tokens[:, : a_idx.max_count]  # the queries: the ACTIVE part
+        k_tok, k_valid = keys.layout.tokens, keys.layout.valid
         q_valid = a_idx.padded_valid
         if state.probe is not None and self.layer_idx not in state.probed_layers:
             state.probed_layers.add(self.layer_idx)  # once per forward, not again on recompute
@@ -311,34 +315,6 @@ class ReducedLayerForward:
         # The roles after this layer changed: their index sets, built from the roles on the
         # host, are rebuilt once here (the one read-back of a selection).
         state.schedule.refresh(self.layer_idx + 1, state.plan.roles)
-
-
-class _KeyParts:
-    """The key/value parts of one layer's attention (ACTIVE, then INJECT), padded per
-    sample, with their token indices and validity (shared by the pattern's layers)."""
-
-    def __init__(self) -> None:
-        self.padded_k: list[torch.Tensor] = []
-        self.padded_v: list[torch.Tensor] = []
-        self.tokens: list[torch.Tensor] = []
-        self.valid: list[torch.Tensor] = []
-
-    def append(self, k: torch.Tensor, v: torch.Tensor, index, pattern, seq: int) -> None:
-        self.padded_k.append(pack_to_padded(k, index))
-        self.padded_v.append(pack_to_padded(v, index))
-        key = ("tokens", id(index))
-        if key not in pattern.cache:
-            pattern.cache[key] = index.padded_indices % max(seq, 1)
-        self.tokens.append(pattern.cache[key])
-        self.valid.append(index.padded_valid)
-
-    def parts(self) -> list[KeyPart]:
-        return [
-            KeyPart(kp.transpose(1, 2), vp.transpose(1, 2), tok, valid)
-            for kp, vp, tok, valid in zip(
-                self.padded_k, self.padded_v, self.tokens, self.valid, strict=True
-            )
-        ]
 
 
 def _head_counts(attn: nn.Module) -> tuple[int, int, int]:
