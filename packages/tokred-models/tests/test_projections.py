@@ -1,11 +1,11 @@
-"""grouped_projections against a per-row reference: several row sets share one call per
-projection set, on random inputs with empty groups and empty sets."""
+"""stacked_projection against a per-row reference: several row sets, stacked, share one
+call per projection set, on random inputs with empty groups and empty sets."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from tokred_models.projections import grouped_projection, grouped_projections
+from tokred_models.projections import stacked_projection
 
 
 def _reference(modules, groups_per_set, rows_per_set):
@@ -27,7 +27,7 @@ def _sorted_groups(gen, n, num_groups, allowed):
 
 @pytest.mark.parametrize("seed", range(6))
 @pytest.mark.parametrize("num_sets", [1, 2, 3])
-def test_grouped_projections_match_per_row_reference_values_and_gradients(seed, num_sets):
+def test_stacked_projection_matches_per_row_reference_values_and_gradients(seed, num_sets):
     gen = torch.Generator().manual_seed(seed)
     num_groups = int(torch.randint(1, 4, (1,), generator=gen))
     modules = [torch.nn.Linear(5, 3) for _ in range(num_groups)]
@@ -40,7 +40,7 @@ def test_grouped_projections_match_per_row_reference_values_and_gradients(seed, 
         groups.append(g)
         rows.append(torch.randn(len(g), 5, generator=gen, requires_grad=True))
     counts = [[g.count(k) for k in range(num_groups)] for g in groups]
-    outs = grouped_projections(rows, counts, modules)
+    outs = stacked_projection(torch.cat(rows), counts, modules).split([len(g) for g in groups])
     ref_rows = [r.detach().clone().requires_grad_(True) for r in rows]
     refs = _reference(modules, groups, ref_rows)
     weights = [torch.randn(o.shape, generator=gen) for o in refs]
@@ -62,11 +62,10 @@ def test_grouped_projections_match_per_row_reference_values_and_gradients(seed, 
         torch.testing.assert_close(got, torch.zeros_like(got) if want is None else want)
 
 
-def test_grouped_projection_is_the_one_set_case_and_rejects_bad_counts():
+def test_stacked_projection_rejects_counts_that_do_not_split_its_rows():
     modules = [torch.nn.Linear(4, 2) for _ in range(2)]
     x = torch.randn(5, 4)
-    torch.testing.assert_close(
-        grouped_projection(x, [2, 3], modules), grouped_projections([x], [[2, 3]], modules)[0]
-    )
     with pytest.raises(ValueError, match=r"group_counts \[\[2, 2\]\] do not split 5 rows"):
-        grouped_projections([x], [[2, 2]], modules)
+        stacked_projection(x, [[2, 2]], modules)
+    with pytest.raises(ValueError, match=r"group_counts \[5\] name 1 groups for 2 sets"):
+        stacked_projection(x, [[5]], modules)

@@ -162,12 +162,11 @@ def _mask(q_tok, q_valid, k_tok, k_valid, window):
 def _bucket_inputs(bucket: Bucket, q, q_tok, q_valid, parts: list[KeyPart], whole):
     """The bucket's rows of the queries and keys, trimmed to its own longest sample."""
     nq, rows = bucket.num_queries, bucket.rows
-    if rows is None and whole is not None:  # every sample: the parts' block as it is
-        pick = lambda t, n, dim: t.narrow(dim, 0, n)  # noqa: E731
-        queries = pick(q, nq, 2), pick(q_tok, nq, 1), pick(q_valid, nq, 1)
-        return (*queries, whole.k, whole.v, whole.tokens, whole.valid)
     if rows is None:
         pick = lambda t, n, dim: t.narrow(dim, 0, n)  # noqa: E731
+        if whole is not None:  # every sample: the parts' block as it is
+            queries = pick(q, nq, 2), pick(q_tok, nq, 1), pick(q_valid, nq, 1)
+            return (*queries, whole.k, whole.v, whole.tokens, whole.valid)
     else:
         pick = lambda t, n, dim: t.index_select(0, rows).narrow(dim, 0, n)  # noqa: E731
     sel = [

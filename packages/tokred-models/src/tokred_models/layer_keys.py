@@ -74,6 +74,12 @@ class LayerKeys:
         self.v = block(v).transpose(1, 2)
 
     @property
+    def query_tokens(self) -> torch.Tensor:
+        """(B, A) sequence index of each ACTIVE slot: the queries' (they are the ACTIVE
+        part, in the same padded order)."""
+        return self.layout.tokens[:, : self.layout.widths[0]]
+
+    @property
     def whole(self) -> KeyPart:
         """All the keys as one part (its parts side by side)."""
         return KeyPart(self.k, self.v, self.layout.tokens, self.layout.valid)

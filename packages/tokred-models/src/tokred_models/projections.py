@@ -19,8 +19,6 @@ __all__ = [
     "PROJ_NAMES",
     "add_image_projections",
     "remove_image_projections",
-    "grouped_projection",
-    "grouped_projections",
     "stacked_projection",
 ]
 
@@ -58,37 +56,16 @@ def projection_modules(attn: nn.Module, proj: str, sets: tuple[str, ...]) -> lis
     return modules
 
 
-def grouped_projection(
-    x: torch.Tensor, group_counts: list[int], modules: list[nn.Module]
-) -> torch.Tensor:
-    """Apply modules[g] to the rows of x (n, d) in group g. The rows come ordered by group
-    (schedule.py orders every packed selection so), group g holding group_counts[g] of
-    them: each group is a slice, each row is computed once, and no size is read back from
-    the device. With one set (sharing "shared") it is a plain call, so `none` costs what
-    the base model does. See `grouped_projections` for several row sets at once."""
-    if len(modules) == 1:
-        return modules[0](x)
-    return grouped_projections([x], [group_counts], modules)[0]
-
-
-def grouped_projections(
-    xs: list[torch.Tensor], counts: list[list[int]], modules: list[nn.Module]
-) -> list[torch.Tensor]:
-    """`grouped_projection` of several row sets, one output per set (see
-    `stacked_projection`, which takes them stacked in one tensor)."""
-    sizes = [x.shape[0] for x in xs]
-    out = stacked_projection(torch.cat(xs) if len(xs) > 1 else xs[0], counts, modules)
-    return list(out.split(sizes)) if len(xs) > 1 else [out]
-
-
 def stacked_projection(
     x: torch.Tensor, counts: list[list[int]], modules: list[nn.Module]
 ) -> torch.Tensor:
     """modules[g] applied to every row of group g of x, whose rows are several sets one
     after another (a layer's ACTIVE rows, then its INJECT rows), set i holding counts[i][g]
-    rows of group g in group order; the result keeps x's row order. ONE call per module
-    for all the sets: on a small model a call costs more than its arithmetic (a matmul
-    forward, two backward, the slicing around them).
+    rows of group g in group order (schedule.py orders every packed selection so); the
+    result keeps x's row order. Each row is computed once, no size is read back from the
+    device, and there is ONE call per module for all the sets: on a small model a call
+    costs more than its arithmetic (a matmul forward, two backward, the slicing around
+    them).
 
     Every module runs, on zero rows when its group is empty in every set: all processes of
     a data-parallel or sharded job then run the same modules, and every trainable weight
@@ -100,7 +77,8 @@ def stacked_projection(
 
     Slices are taken with `split` (its backward is one concatenation) rather than `narrow`
     (whose backward writes each slice's gradient into a zero tensor of the whole input).
-    With one module it is a plain call on x."""
+    With one module (sharing "shared") it is a plain call on x, so `none` costs what the
+    base model does."""
     for c in counts:
         if len(c) != len(modules):
             raise ValueError(f"group_counts {c} name {len(c)} groups for {len(modules)} sets")

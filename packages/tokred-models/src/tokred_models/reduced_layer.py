@@ -175,7 +175,7 @@ class ReducedLayerForward:
         dropout = getattr(attn, "attention_dropout", 0.0) if attn.training else 0.0
         o = bucketed_attention(
             q_pad,
-            keys.layout.tokens[:, : a_idx.max_count],
+            keys.query_tokens,
             a_idx.padded_valid,
             keys.parts(),
             pattern.buckets,
@@ -200,16 +200,12 @@ class ReducedLayerForward:
         if rows is None:
             bsz, seq = state.layout.batch_size, state.layout.seq_len
             cos, sin = (t.expand(bsz, -1, -1).reshape(bsz * seq, -1) for t in position_embeddings)
-            active = pattern.active.index.indices
-            keys = active
+            keys = pattern.active.index.indices
             if pattern.inject.total:
-                keys = torch.cat([active, pattern.inject.index.indices])
-            rows = (
-                cos.index_select(0, active),
-                sin.index_select(0, active),
-                cos.index_select(0, keys),
-                sin.index_select(0, keys),
-            )
+                keys = torch.cat([keys, pattern.inject.index.indices])
+            cos_k, sin_k = cos.index_select(0, keys), sin.index_select(0, keys)
+            n = pattern.active.total  # the queries are the first rows of the key stack
+            rows = (cos_k[:n], sin_k[:n], cos_k, sin_k)
             state.rope_rows[key] = rows
         return rows
 
@@ -255,7 +251,7 @@ class ReducedLayerForward:
         if state.probe is None and not state.plan.selections_at(self.layer_idx):
             return
         k_pad = keys.k  # (B, Hkv, Nk, D)
-        q_tok = keys.layout.tokens[:, : a_idx.max_count]  # the queries: the ACTIVE part
+        q_tok = keys.query_tokens
         k_tok, k_valid = keys.layout.tokens, keys.layout.valid
         q_valid = a_idx.padded_valid
         if state.probe is not None and self.layer_idx not in state.probed_layers:

@@ -5,7 +5,7 @@ DistributedDataParallel (without find_unused_parameters, which costs a graph tra
 every step) waits for a gradient of every trainable weight. So a module that a task may
 skip (an image projection set, a layer with no work, Janus's vision encoder) must still
 run in a process whose micro-batch lacks that task: on zero rows where the module takes
-them (projections.grouped_projection), else through `zero_touch`.
+them (projections.stacked_projection), else through `zero_touch`.
 """
 
 from __future__ import annotations

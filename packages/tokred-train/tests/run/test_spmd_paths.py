@@ -57,7 +57,7 @@ def test_a_one_task_micro_batch_gives_every_janus_weight_a_gradient(tmp_path):
 
 
 def test_zero_rows_of_a_projection_set_leave_the_other_rows_unchanged():
-    from tokred_models.projections import grouped_projection
+    from tokred_models.projections import stacked_projection
 
     torch.manual_seed(0)
     modules = [torch.nn.Linear(5, 3) for _ in range(3)]
@@ -66,7 +66,7 @@ def test_zero_rows_of_a_projection_set_leave_the_other_rows_unchanged():
     for groups in ([0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 2, 2, 2, 2], [1] * 7, []):
         counts = [groups.count(k) for k in range(3)]
         rows = x[: len(groups)]
-        out = grouped_projection(rows, counts, modules)
+        out = stacked_projection(rows, [counts], modules)
         expected = (
             torch.stack([modules[k](r) for k, r in zip(groups, rows, strict=True)])
             if groups
