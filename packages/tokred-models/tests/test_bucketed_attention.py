@@ -1,5 +1,7 @@
-"""Bucketed SDPA equals one padded SDPA call over the whole ragged batch, with an INJECT
-key part (masked per bucket) and without one (causal over the padded slots, no mask)."""
+"""Bucketed SDPA equals one padded SDPA call over the whole ragged batch, with INJECT
+keys (masked per bucket) and without them (causal over the padded slots, no mask). The
+reference takes the key parts side by side; the bucketed call takes them packed per
+sample (each sample's INJECT keys right after its ACTIVE ones, layer_keys.py)."""
 
 from __future__ import annotations
 
@@ -42,6 +44,29 @@ def _reference(q, q_tok, q_valid, ks, vs, kts, kvs, window, dim):
     )
 
 
+def _packed(ks, vs, kts, kvs) -> KeyPart:
+    """The parts packed per sample: each row's valid keys of every part, in part order,
+    then padding (a stable sort that moves the valid slots first)."""
+    k, v, kt, kv = torch.cat(ks, 2), torch.cat(vs, 2), torch.cat(kts, 1), torch.cat(kvs, 1)
+    width = int(kv.sum(1).max())
+    slots = torch.sort((~kv).int(), dim=1, stable=True).indices[:, :width]
+    heads_slots = slots[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+    return KeyPart(
+        k.gather(2, heads_slots), v.gather(2, heads_slots), kt.gather(1, slots), kv.gather(1, slots)
+    )
+
+
+def _parts(gen, q_counts, inj_counts, q_tok, q_valid, kv_heads, dim, seq):
+    ka, _, _ = _padded(q_counts, kv_heads, dim, seq, gen)
+    va, _, _ = _padded(q_counts, kv_heads, dim, seq, gen)
+    ks, vs, kts, kvs = [ka], [va], [q_tok], [q_valid]  # a query is also a key
+    if any(inj_counts):
+        ki, ti, vi_valid = _padded(inj_counts, kv_heads, dim, seq, gen)
+        vi, _, _ = _padded(inj_counts, kv_heads, dim, seq, gen)
+        ks, vs, kts, kvs = ks + [ki], vs + [vi], kts + [ti], kvs + [vi_valid]
+    return ks, vs, kts, kvs
+
+
 @pytest.mark.parametrize("inject", [True, False])
 @pytest.mark.parametrize("window", [None, 3])
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -51,16 +76,10 @@ def test_bucketed_equals_single_call_on_ragged_batches(seed, window, inject):
     q_counts = [30, 3, 17, 1, 29, 8]
     inj_counts = [0, 9, 2, 0, 5, 1] if inject else [0] * 6
     q, q_tok, q_valid = _padded(q_counts, heads, dim, seq, gen)
-    ka, _, _ = _padded(q_counts, kv_heads, dim, seq, gen)
-    va, _, _ = _padded(q_counts, kv_heads, dim, seq, gen)
-    parts = [KeyPart(ka, va, q_tok, q_valid)]  # a query is also a key
-    part_counts = [q_counts]
-    if inject:
-        ki, ti, vi_valid = _padded(inj_counts, kv_heads, dim, seq, gen)
-        vi, _, _ = _padded(inj_counts, kv_heads, dim, seq, gen)
-        parts.append(KeyPart(ki, vi, ti, vi_valid))
-        part_counts.append(inj_counts)
-    buckets = attention_buckets(q_counts, part_counts, torch.device("cpu"))
+    ks, vs, kts, kvs = _parts(gen, q_counts, inj_counts, q_tok, q_valid, kv_heads, dim, seq)
+    keys = _packed(ks, vs, kts, kvs)
+    k_counts = [a + i for a, i in zip(q_counts, inj_counts, strict=True)]
+    buckets = attention_buckets(q_counts, k_counts, torch.device("cpu"))
     assert len(buckets.buckets) > 1
     masks: dict = {}
     for _ in range(2):  # the second call takes its masks from the cache
@@ -68,24 +87,15 @@ def test_bucketed_equals_single_call_on_ragged_batches(seed, window, inject):
             q,
             q_tok,
             q_valid,
-            parts,
+            keys,
             buckets,
             scale=dim**-0.5,
             dropout=0.0,
             window=window,
+            keys_are_queries=not inject,
             masks=masks,
         )
-        ref = _reference(
-            q,
-            q_tok,
-            q_valid,
-            [p.k for p in parts],
-            [p.v for p in parts],
-            [p.tokens for p in parts],
-            [p.valid for p in parts],
-            window,
-            dim,
-        )
+        ref = _reference(q, q_tok, q_valid, ks, vs, kts, kvs, window, dim)
         keep = q_valid[:, None, :, None].expand_as(ref)
         torch.testing.assert_close(out[keep], ref[keep])
     assert bool(masks) == (inject or window is not None)  # causal self-attention needs none
@@ -96,10 +106,18 @@ def test_one_bucket_without_inject_runs_unmasked_and_pads_nothing():
     counts = [5, 5, 4]
     q, tok, valid = _padded(counts, 2, 4, 9, gen)
     k, _, _ = _padded(counts, 2, 4, 9, gen)
-    buckets = attention_buckets(counts, [counts], torch.device("cpu"))
+    buckets = attention_buckets(counts, counts, torch.device("cpu"))
     assert len(buckets.buckets) == 1 and buckets.buckets[0].rows is None
     out = bucketed_attention(
-        q, tok, valid, [KeyPart(k, k, tok, valid)], buckets, scale=0.5, dropout=0.0, window=None
+        q,
+        tok,
+        valid,
+        KeyPart(k, k, tok, valid),
+        buckets,
+        scale=0.5,
+        dropout=0.0,
+        window=None,
+        keys_are_queries=True,
     )
     ref = _reference(q, tok, valid, [k], [k], [tok], [valid], None, 4)  # scale 4**-0.5
     keep = valid[:, None, :, None].expand_as(ref)
@@ -109,20 +127,24 @@ def test_one_bucket_without_inject_runs_unmasked_and_pads_nothing():
 def test_buckets_merge_where_a_call_costs_more_than_the_padding_it_saves():
     # Two samples: 10 queries x 10 keys, 4 queries x 4 keys: split by cost (16 < 50),
     # joined they compute 2 x 10 x 10 = 200 pairs instead of 100 + 16, 84 more.
-    q_counts, parts = [10, 4], [[10, 4]]
+    q_counts, k_counts = [10, 4], [10, 4]
     assert bucket_rows([100, 16]) == [[0], [1]]
-    assert merge_buckets([[0], [1]], q_counts, parts, call_pairs=84) == [[0, 1]]
-    assert merge_buckets([[0], [1]], q_counts, parts, call_pairs=83) == [[0], [1]]
-    # INJECT keys count in the padded keys: part maxima add up.
-    assert merge_buckets([[0], [1]], q_counts, [[10, 4], [0, 6]], call_pairs=84) == [[0], [1]]
+    assert merge_buckets([[0], [1]], q_counts, k_counts, call_pairs=84) == [[0, 1]]
+    assert merge_buckets([[0], [1]], q_counts, k_counts, call_pairs=83) == [[0], [1]]
+    # INJECT keys count in a sample's keys: 4 + 6 = 10 keys, so the join pads no key and
+    # adds 2 x 10 x 10 - (100 + 40) = 60 pairs (side-by-side parts would have added 132).
+    assert merge_buckets([[0], [1]], q_counts, [10, 10], call_pairs=60) == [[0, 1]]
+    assert merge_buckets([[0], [1]], q_counts, [10, 10], call_pairs=59) == [[0], [1]]
     cpu = torch.device("cpu")
     call = BUCKET_CALL_MACS["cpu"]
-    small = attention_buckets(q_counts, parts, cpu, pair_macs=call // 84)
+    small = attention_buckets(q_counts, k_counts, cpu, pair_macs=call // 84)
     assert len(small.buckets) == 1 and small.buckets[0].rows is None
-    assert small.buckets[0].num_queries == 10 and small.buckets[0].part_lengths == (10,)
-    large = attention_buckets(q_counts, parts, cpu, pair_macs=call // 83 + 1)
+    assert small.buckets[0].num_queries == 10 and small.buckets[0].num_keys == 10
+    large = attention_buckets(q_counts, k_counts, cpu, pair_macs=call // 83 + 1)
     assert [b.rows.tolist() for b in large.buckets] == [[0], [1]]
-    assert len(attention_buckets(q_counts, parts, cpu).buckets) == 2  # no pair_macs: split
+    assert len(attention_buckets(q_counts, k_counts, cpu).buckets) == 2  # no pair_macs: split
+    with pytest.raises(ValueError, match="2 query counts but 1 key counts"):
+        attention_buckets(q_counts, [3], cpu)
 
 
 def test_merged_buckets_still_equal_the_reference():
@@ -130,18 +152,20 @@ def test_merged_buckets_still_equal_the_reference():
     heads, kv_heads, dim, seq = 2, 1, 4, 20
     q_counts, inj = [15, 2, 9, 1], [0, 4, 3, 0]
     q, q_tok, q_valid = _padded(q_counts, heads, dim, seq, gen)
-    ka, _, _ = _padded(q_counts, kv_heads, dim, seq, gen)
-    va, _, _ = _padded(q_counts, kv_heads, dim, seq, gen)
-    ki, ti, vi_valid = _padded(inj, kv_heads, dim, seq, gen)
-    vi, _, _ = _padded(inj, kv_heads, dim, seq, gen)
-    parts = [KeyPart(ka, va, q_tok, q_valid), KeyPart(ki, vi, ti, vi_valid)]
-    buckets = attention_buckets(q_counts, [q_counts, inj], torch.device("cpu"), pair_macs=1)
+    ks, vs, kts, kvs = _parts(gen, q_counts, inj, q_tok, q_valid, kv_heads, dim, seq)
+    k_counts = [a + i for a, i in zip(q_counts, inj, strict=True)]
+    buckets = attention_buckets(q_counts, k_counts, torch.device("cpu"), pair_macs=1)
     assert len(buckets.buckets) == 1
     out = bucketed_attention(
-        q, q_tok, q_valid, parts, buckets, scale=dim**-0.5, dropout=0.0, window=None
+        q,
+        q_tok,
+        q_valid,
+        _packed(ks, vs, kts, kvs),
+        buckets,
+        scale=dim**-0.5,
+        dropout=0.0,
+        window=None,
     )
-    ref = _reference(
-        q, q_tok, q_valid, [ka, ki], [va, vi], [q_tok, ti], [q_valid, vi_valid], None, dim
-    )
+    ref = _reference(q, q_tok, q_valid, ks, vs, kts, kvs, None, dim)
     keep = q_valid[:, None, :, None].expand_as(ref)
     torch.testing.assert_close(out[keep], ref[keep])

@@ -5,6 +5,9 @@ while a generation sample beside it keeps T + M. One padded SDPA call would make
 sample pay for the longest query set times the longest key set, which gives back much of
 what the reduction saved. Samples are therefore grouped into buckets of similar cost
 (queries x keys), and each bucket runs one SDPA call trimmed to its own longest sample.
+The keys come as one block whose row b holds sample b's keys in its first k_b slots
+(layer_keys.py), so a bucket's keys are its rows of the block cut to its longest k_b:
+a view for a whole-batch bucket, never a concatenation.
 
 The buckets depend on the per-sample counts only, so they are built once per step on the
 host (schedule.py); nothing here reads a size back from the device. Where the keys are the
@@ -55,8 +58,8 @@ BUCKET_CALL_MACS = {"cpu": 2**24, "cuda": 2**28}
 
 @dataclass
 class KeyPart:
-    """One padded block of keys/values: (B, Hkv, n, D) each, with token indices and
-    validity (a prefix of each row)."""
+    """The keys/values of a batch as one padded block: (B, Hkv, n, D) each, with token
+    indices and validity (a prefix of each row)."""
 
     k: torch.Tensor
     v: torch.Tensor
@@ -70,8 +73,8 @@ class Bucket:
     """Device indices of the bucket's samples; None when one bucket holds the whole batch."""
     num_queries: int
     """The bucket's longest query set: its padded query length."""
-    part_lengths: tuple[int, ...]
-    """The bucket's longest count of each key part."""
+    num_keys: int
+    """The bucket's longest key set: its padded key length."""
 
 
 @dataclass(frozen=True)
@@ -94,16 +97,15 @@ def bucket_rows(costs: list[int], min_fill: float = MIN_FILL) -> list[list[int]]
     return buckets
 
 
-def _padded_pairs(rows: list[int], q_counts: list[int], part_counts: list[list[int]]) -> int:
+def _padded_pairs(rows: list[int], q_counts: list[int], k_counts: list[int]) -> int:
     """Query-key pairs one SDPA call over `rows` computes: padded to its longest sample."""
-    nq = max(q_counts[r] for r in rows)
-    return len(rows) * nq * sum(max(counts[r] for r in rows) for counts in part_counts)
+    return len(rows) * max(q_counts[r] for r in rows) * max(k_counts[r] for r in rows)
 
 
 def merge_buckets(
     groups: list[list[int]],
     q_counts: list[int],
-    part_counts: list[list[int]],
+    k_counts: list[int],
     call_pairs: float,
 ) -> list[list[int]]:
     """Adjacent buckets joined while the joined call computes at most `call_pairs` more
@@ -111,8 +113,8 @@ def merge_buckets(
     merged = groups[:1]
     for rows in groups[1:]:
         joined = merged[-1] + rows
-        extra = _padded_pairs(joined, q_counts, part_counts) - sum(
-            _padded_pairs(g, q_counts, part_counts) for g in (merged[-1], rows)
+        extra = _padded_pairs(joined, q_counts, k_counts) - sum(
+            _padded_pairs(g, q_counts, k_counts) for g in (merged[-1], rows)
         )
         if extra <= call_pairs:
             merged[-1] = joined
@@ -123,27 +125,27 @@ def merge_buckets(
 
 def attention_buckets(
     q_counts: list[int],
-    part_counts: list[list[int]],
+    k_counts: list[int],
     device: torch.device,
     pair_macs: int = 0,
 ) -> AttentionBuckets:
-    """The buckets of a batch from its per-sample query counts and key-part counts.
+    """The buckets of a batch from its per-sample query and key counts.
 
     pair_macs: multiply-adds of one query-key pair (heads x head_dim); with it, buckets
     whose separate calls cost more than the padding they save are merged
     (BUCKET_CALL_MACS). 0 keeps the split by cost alone."""
-    bsz = len(q_counts)
-    kv = [sum(counts[r] for counts in part_counts) for r in range(bsz)]
-    groups = bucket_rows([q_counts[r] * kv[r] for r in range(bsz)])
+    if len(k_counts) != len(q_counts):
+        raise ValueError(f"{len(q_counts)} query counts but {len(k_counts)} key counts")
+    groups = bucket_rows([q * k for q, k in zip(q_counts, k_counts, strict=True)])
     if pair_macs > 0 and len(groups) > 1:
         call = BUCKET_CALL_MACS.get(torch.device(device).type, BUCKET_CALL_MACS["cuda"])
-        groups = merge_buckets(groups, q_counts, part_counts, call / pair_macs)
+        groups = merge_buckets(groups, q_counts, k_counts, call / pair_macs)
     whole = len(groups) == 1
     buckets = tuple(
         Bucket(
             None if whole else torch.tensor(rows, device=device),
             max(q_counts[r] for r in rows),
-            tuple(max(counts[r] for r in rows) for counts in part_counts),
+            max(k_counts[r] for r in rows),
         )
         for rows in groups
     )
@@ -159,52 +161,51 @@ def _mask(q_tok, q_valid, k_tok, k_valid, window):
     return (mask | ~q_valid[:, :, None])[:, None]  # (B, 1, Nq, Nk): one mask for all heads
 
 
-def _bucket_inputs(bucket: Bucket, q, q_tok, q_valid, parts: list[KeyPart], whole):
-    """The bucket's rows of the queries and keys, trimmed to its own longest sample."""
-    nq, rows = bucket.num_queries, bucket.rows
+def _bucket_inputs(bucket: Bucket, q, q_tok, q_valid, keys: KeyPart):
+    """The bucket's rows of the queries and keys, trimmed to its own longest sample (a
+    view where the bucket holds the whole batch)."""
+    rows = bucket.rows
     if rows is None:
         pick = lambda t, n, dim: t.narrow(dim, 0, n)  # noqa: E731
-        if whole is not None:  # every sample: the parts' block as it is
-            queries = pick(q, nq, 2), pick(q_tok, nq, 1), pick(q_valid, nq, 1)
-            return (*queries, whole.k, whole.v, whole.tokens, whole.valid)
     else:
         pick = lambda t, n, dim: t.index_select(0, rows).narrow(dim, 0, n)  # noqa: E731
-    sel = [
-        (pick(p.k, n, 2), pick(p.v, n, 2), pick(p.tokens, n, 1), pick(p.valid, n, 1))
-        for p, n in zip(parts, bucket.part_lengths, strict=True)
-    ]
-    k = torch.cat([s[0] for s in sel], dim=2) if len(sel) > 1 else sel[0][0]
-    v = torch.cat([s[1] for s in sel], dim=2) if len(sel) > 1 else sel[0][1]
-    kt = torch.cat([s[2] for s in sel], dim=1) if len(sel) > 1 else sel[0][2]
-    kv = torch.cat([s[3] for s in sel], dim=1) if len(sel) > 1 else sel[0][3]
-    return pick(q, nq, 2), pick(q_tok, nq, 1), pick(q_valid, nq, 1), k, v, kt, kv
+    nq, nk = bucket.num_queries, bucket.num_keys
+    return (
+        pick(q, nq, 2),
+        pick(q_tok, nq, 1),
+        pick(q_valid, nq, 1),
+        pick(keys.k, nk, 2),
+        pick(keys.v, nk, 2),
+        pick(keys.tokens, nk, 1),
+        pick(keys.valid, nk, 1),
+    )
 
 
 def bucketed_attention(
     q: torch.Tensor,
     q_tok: torch.Tensor,
     q_valid: torch.Tensor,
-    parts: list[KeyPart],
+    keys: KeyPart,
     buckets: AttentionBuckets,
     *,
     scale: float,
     dropout: float,
     window: int | None,
+    keys_are_queries: bool = False,
     masks: dict | None = None,
-    whole: KeyPart | None = None,
 ) -> torch.Tensor:
     """q: (B, H, Nq, D) padded queries -> (B, H, Nq, D) attention output (pad rows arbitrary).
 
-    `masks` caches each bucket's mask across the layers that share these buckets (they
-    depend on positions only). `whole`: the parts side by side in one block (their
-    concatenation along the keys, layer_keys.py), which a whole-batch bucket then reads
-    without concatenating them."""
-    gqa = q.shape[1] != parts[0].k.shape[1]
-    self_causal = len(parts) == 1 and window is None
+    keys_are_queries: the keys are the queries' own tokens in the same padded slots (no
+    INJECT keys), so causal order over the slots is the mask. `masks` caches each
+    bucket's mask across the layers that share these buckets (they depend on positions
+    only)."""
+    gqa = q.shape[1] != keys.k.shape[1]
+    self_causal = keys_are_queries and window is None
     cache = masks if masks is not None else {}
     out = None
     for i, bucket in enumerate(buckets.buckets):
-        qb, qt, qv, k, v, kt, kv = _bucket_inputs(bucket, q, q_tok, q_valid, parts, whole)
+        qb, qt, qv, k, v, kt, kv = _bucket_inputs(bucket, q, q_tok, q_valid, keys)
         if self_causal:
             o = F.scaled_dot_product_attention(
                 qb, k, v, dropout_p=dropout, is_causal=True, scale=scale, enable_gqa=gqa

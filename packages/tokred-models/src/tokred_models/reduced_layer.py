@@ -177,13 +177,13 @@ class ReducedLayerForward:
             q_pad,
             keys.query_tokens,
             a_idx.padded_valid,
-            keys.parts(),
+            keys.block,
             pattern.buckets,
             scale=attn.scaling,
             dropout=dropout,
             window=self.window,
+            keys_are_queries=keys.keys_are_queries,
             masks=pattern.cache,
-            whole=keys.whole,
         )
         heads = q.shape[1]
         o = padded_to_packed(

@@ -78,8 +78,8 @@ def _pattern(
 ) -> LayerPattern:
     active = _token_set(roles == Role.ACTIVE, groups, num_groups, device)
     inject = _token_set(roles == Role.INJECT, groups, num_groups, device)
-    parts = [active.counts] + ([inject.counts] if inject.total else [])
-    buckets = attention_buckets(active.counts, parts, device, pair_macs)
+    keys = [a + i for a, i in zip(active.counts, inject.counts, strict=True)]
+    buckets = attention_buckets(active.counts, keys, device, pair_macs)
     return LayerPattern(active, inject, buckets)
 
 
