@@ -88,20 +88,30 @@ def select_implementation(op: str, /, impl: str | None = None, **inputs: Any) ->
             raise KernelError(
                 f"unknown implementation {impl!r}; allowed values: {', '.join(allowed)}"
             )
-    refusals = []
     for candidate in candidates:
-        reasons = candidate.not_supported_reasons(op, **inputs)
-        if choice == AUTO and not reasons:
-            reasons = candidate.auto_skip_reasons(op, **inputs)
-        if not reasons:
+        # A backend without the op is passed over before its checks run: they probe the
+        # devices and libraries, which cost more than the gathers this dispatches (several
+        # per layer). The error below still gives every reason of every backend.
+        if op in candidate.ops and not _refusal(candidate, op, choice, inputs):
             return candidate
-        refusals.append(f"{candidate.name}: " + "; ".join(reasons))
+    refusals = [
+        f"{candidate.name}: " + "; ".join(_refusal(candidate, op, choice, inputs))
+        for candidate in candidates
+    ]
     source = f"{IMPL_ENV_VAR}={choice}" if impl is None else f"impl={choice!r}"
     raise KernelError(
         f"no implementation can run {op!r} ({source}):\n  "
         + "\n  ".join(refusals)
         + (f"\nunset {IMPL_ENV_VAR} or set it to 'auto' to fall back" if choice != AUTO else "")
     )
+
+
+def _refusal(candidate: Implementation, op: str, choice: str, inputs: dict) -> list[str]:
+    """Why `candidate` does not run `op` on `inputs` under `choice`; empty when it does."""
+    reasons = candidate.not_supported_reasons(op, **inputs)
+    if choice == AUTO and not reasons:
+        reasons = candidate.auto_skip_reasons(op, **inputs)
+    return reasons
 
 
 def call(op: str, /, **inputs: Any) -> Any:
