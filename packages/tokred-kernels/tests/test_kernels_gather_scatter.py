@@ -108,6 +108,13 @@ def _grad_fns(idx, x, packed, padded):
             lambda p: tk.place_rows(p, _spread_slots(idx.total), 2 * idx.total + 3),
             (packed,),
         ),
+        # a permutation: every row written
+        "place_rows_dense": (
+            lambda p: tk.place_rows(
+                p, torch.randperm(idx.total, generator=torch.Generator().manual_seed(1)), idx.total
+            ),
+            (packed,),
+        ),
         # full -> packed -> padded -> packed -> full
         "round_trip": (
             lambda base: tk.scatter_packed(
@@ -131,6 +138,12 @@ def test_place_rows_puts_each_row_at_its_slot_and_zeros_elsewhere():
     out = tk.place_rows(src, slots, 5)
     assert torch.equal(out, torch.tensor([[2.0, 3], [0, 0], [4, 5], [0, 0], [0, 1]]))
     assert tk.place_rows(src[:0], slots[:0], 2).abs().sum() == 0
+    # A permutation writes every row (the block is not zeroed first): still exact.
+    perm = torch.tensor([2, 0, 1])
+    assert torch.equal(tk.place_rows(src, perm, 3), src[torch.argsort(perm)])
+    big = torch.randn(64, 7)
+    shuffle = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(tk.place_rows(big, shuffle, 64)[shuffle], big)
     with pytest.raises(tk.KernelError, match="src must have 3 rows"):
         tk.place_rows(src[:2], slots, 5)
 
@@ -147,7 +160,16 @@ def _grad_inputs(kind, trailing):
 
 
 @pytest.mark.parametrize(
-    "op", ["gather", "scatter", "pack_to_padded", "padded_to_packed", "place_rows", "round_trip"]
+    "op",
+    [
+        "gather",
+        "scatter",
+        "pack_to_padded",
+        "padded_to_packed",
+        "place_rows",
+        "place_rows_dense",
+        "round_trip",
+    ],
 )
 @pytest.mark.parametrize("kind", ["random", "full", "single"])
 @pytest.mark.parametrize("trailing", TRAILING)
@@ -157,7 +179,16 @@ def test_gradcheck(op, kind, trailing):
 
 
 @pytest.mark.parametrize(
-    "op", ["gather", "scatter", "pack_to_padded", "padded_to_packed", "place_rows", "round_trip"]
+    "op",
+    [
+        "gather",
+        "scatter",
+        "pack_to_padded",
+        "padded_to_packed",
+        "place_rows",
+        "place_rows_dense",
+        "round_trip",
+    ],
 )
 def test_gradgradcheck(op):
     """Backward is built from the same Functions, so double backward must be right too."""

@@ -67,20 +67,31 @@ def _parts(gen, q_counts, inj_counts, q_tok, q_valid, kv_heads, dim, seq):
     return ks, vs, kts, kvs
 
 
+# Bucket rows: scattered (copied out with index_select, copied back with index_copy) or
+# consecutive ({0, 1}, {2}, ...: views of the batch, outputs joined by one concatenation).
+ORDERS = {
+    "scattered": ([30, 3, 17, 1, 29, 8], [0, 9, 2, 0, 5, 1]),
+    "consecutive": ([30, 29, 3, 1, 17, 8], [0, 5, 4, 0, 2, 1]),
+}
+
+
+@pytest.mark.parametrize("order", ORDERS)
 @pytest.mark.parametrize("inject", [True, False])
 @pytest.mark.parametrize("window", [None, 3])
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_bucketed_equals_single_call_on_ragged_batches(seed, window, inject):
+def test_bucketed_equals_single_call_on_ragged_batches(seed, window, inject, order):
     gen = torch.Generator().manual_seed(seed)
     heads, kv_heads, dim, seq = 4, 2, 8, 40
-    q_counts = [30, 3, 17, 1, 29, 8]
-    inj_counts = [0, 9, 2, 0, 5, 1] if inject else [0] * 6
+    q_counts, inj_counts = ORDERS[order]
+    inj_counts = inj_counts if inject else [0] * 6
     q, q_tok, q_valid = _padded(q_counts, heads, dim, seq, gen)
     ks, vs, kts, kvs = _parts(gen, q_counts, inj_counts, q_tok, q_valid, kv_heads, dim, seq)
+    leaves = [q.requires_grad_(True), *(x.requires_grad_(True) for x in ks + vs)]
     keys = _packed(ks, vs, kts, kvs)
     k_counts = [a + i for a, i in zip(q_counts, inj_counts, strict=True)]
     buckets = attention_buckets(q_counts, k_counts, torch.device("cpu"))
     assert len(buckets.buckets) > 1
+    assert buckets.tiled == (order == "consecutive")
     masks: dict = {}
     for _ in range(2):  # the second call takes its masks from the cache
         out = bucketed_attention(
@@ -98,6 +109,13 @@ def test_bucketed_equals_single_call_on_ragged_batches(seed, window, inject):
         ref = _reference(q, q_tok, q_valid, ks, vs, kts, kvs, window, dim)
         keep = q_valid[:, None, :, None].expand_as(ref)
         torch.testing.assert_close(out[keep], ref[keep])
+    # Gradients to the queries and to every key/value part, through the buckets' views or
+    # copies and the joined outputs, equal the single call's.
+    weight = torch.randn(ref[keep].shape, generator=gen, dtype=ref.dtype)
+    got = torch.autograd.grad((out[keep] * weight).sum(), leaves)
+    want = torch.autograd.grad((ref[keep] * weight).sum(), leaves)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
     assert bool(masks) == (inject or window is not None)  # causal self-attention needs none
 
 
@@ -142,6 +160,7 @@ def test_buckets_merge_where_a_call_costs_more_than_the_padding_it_saves():
     assert small.buckets[0].num_queries == 10 and small.buckets[0].num_keys == 10
     large = attention_buckets(q_counts, k_counts, cpu, pair_macs=call // 83 + 1)
     assert [b.rows.tolist() for b in large.buckets] == [[0], [1]]
+    assert [b.span for b in large.buckets] == [(0, 1), (1, 1)] and large.tiled
     assert len(attention_buckets(q_counts, k_counts, cpu).buckets) == 2  # no pair_macs: split
     with pytest.raises(ValueError, match="2 query counts but 1 key counts"):
         attention_buckets(q_counts, [3], cpu)

@@ -160,7 +160,10 @@ class _PlaceRows(Function):
     @staticmethod
     def forward(ctx: Any, src: Tensor, index: Tensor, num_rows: int) -> Tensor:
         ctx.save_for_backward(index)
-        out = src.new_zeros((num_rows, *src.shape[1:]))
+        # As many unique slots as rows write every row: the zeros would all be overwritten
+        # (a dense block, e.g. a batch whose samples keep equal counts). Sizes are host ints.
+        shape = (num_rows, *src.shape[1:])
+        out = src.new_empty(shape) if index.shape[0] == num_rows else src.new_zeros(shape)
         return out.index_copy_(0, index, src)
 
     @staticmethod

@@ -71,6 +71,9 @@ class KeyPart:
 class Bucket:
     rows: torch.Tensor | None
     """Device indices of the bucket's samples; None when one bucket holds the whole batch."""
+    span: tuple[int, int] | None
+    """(first, count) when the bucket's samples are consecutive rows: its inputs are then
+    views of the batch's (narrow) rather than copies (index_select)."""
     num_queries: int
     """The bucket's longest query set: its padded query length."""
     num_keys: int
@@ -82,6 +85,12 @@ class AttentionBuckets:
     buckets: tuple[Bucket, ...]
     padded_queries: int
     """The batch's padded query length (the longest sample)."""
+
+    @property
+    def tiled(self) -> bool:
+        """Every bucket is a span and they follow each other (attention_buckets orders
+        them so): the outputs join by one concatenation instead of a copy per bucket."""
+        return all(b.span is not None for b in self.buckets)
 
 
 def bucket_rows(costs: list[int], min_fill: float = MIN_FILL) -> list[list[int]]:
@@ -141,13 +150,22 @@ def attention_buckets(
         call = BUCKET_CALL_MACS.get(torch.device(device).type, BUCKET_CALL_MACS["cuda"])
         groups = merge_buckets(groups, q_counts, k_counts, call / pair_macs)
     whole = len(groups) == 1
+    groups = [sorted(rows) for rows in groups]
+    spans = [
+        (rows[0], len(rows)) if rows[-1] - rows[0] == len(rows) - 1 else None for rows in groups
+    ]
+    if all(spans):  # in row order, so that the outputs concatenate in the batch's order
+        groups, spans = zip(
+            *sorted(zip(groups, spans, strict=True), key=lambda g: g[0][0]), strict=True
+        )
     buckets = tuple(
         Bucket(
             None if whole else torch.tensor(rows, device=device),
+            None if whole else span,
             max(q_counts[r] for r in rows),
             max(k_counts[r] for r in rows),
         )
-        for rows in groups
+        for rows, span in zip(groups, spans, strict=True)
     )
     return AttentionBuckets(buckets, max(q_counts, default=0))
 
@@ -164,9 +182,11 @@ def _mask(q_tok, q_valid, k_tok, k_valid, window):
 def _bucket_inputs(bucket: Bucket, q, q_tok, q_valid, keys: KeyPart):
     """The bucket's rows of the queries and keys, trimmed to its own longest sample (a
     view where the bucket holds the whole batch)."""
-    rows = bucket.rows
+    rows, span = bucket.rows, bucket.span
     if rows is None:
         pick = lambda t, n, dim: t.narrow(dim, 0, n)  # noqa: E731
+    elif span is not None:
+        pick = lambda t, n, dim: t.narrow(0, *span).narrow(dim, 0, n)  # noqa: E731
     else:
         pick = lambda t, n, dim: t.index_select(0, rows).narrow(dim, 0, n)  # noqa: E731
     nq, nk = bucket.num_queries, bucket.num_keys
@@ -203,7 +223,7 @@ def bucketed_attention(
     gqa = q.shape[1] != keys.k.shape[1]
     self_causal = keys_are_queries and window is None
     cache = masks if masks is not None else {}
-    out = None
+    outs = []
     for i, bucket in enumerate(buckets.buckets):
         qb, qt, qv, k, v, kt, kv = _bucket_inputs(bucket, q, q_tok, q_valid, keys)
         if self_causal:
@@ -219,8 +239,11 @@ def bucketed_attention(
             )
         if bucket.rows is None:
             return o if o.shape[2] == q.shape[2] else F.pad(o, (0, 0, 0, q.shape[2] - o.shape[2]))
-        o = F.pad(o, (0, 0, 0, q.shape[2] - bucket.num_queries))
-        out = o.new_zeros(q.shape) if out is None else out
+        outs.append(F.pad(o, (0, 0, 0, q.shape[2] - bucket.num_queries)))
+    if buckets.tiled:
+        return torch.cat(outs)
+    out = outs[0].new_zeros(q.shape)
+    for bucket, o in zip(buckets.buckets, outs, strict=True):
         out = out.index_copy(0, bucket.rows, o)
     return out
 
