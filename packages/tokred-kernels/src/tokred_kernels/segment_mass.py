@@ -90,8 +90,11 @@ def segment_attention_mass(
     )
     out = torch.zeros(b, h, nq, num_segments, dtype=torch.float32, device=q.device)
     seg = one_hot[:, None, None]  # (B, 1, 1, Nk, S), broadcast over (Hkv, G)
-    for chunk in iter_attention_chunks(inputs, chunk_size):
+    for chunk in iter_attention_chunks(inputs, chunk_size, normalize=False):
+        # Every valid key is in one segment, so the segment sums of a row's unnormalised
+        # weights add up to its row sum: the division is over (c, S), not (c, Nk).
         mass = torch.matmul(chunk.probs, seg)  # (B, Hkv, G, c, S)
+        mass.div_(mass.sum(dim=-1, keepdim=True).clamp_min_(1.0))
         out[:, :, chunk.start : chunk.end] = mass.reshape(b, h, chunk.end - chunk.start, -1)
     return out
 
