@@ -233,3 +233,18 @@ def test_bad_shapes_raise(call, match):
     idx = tk.token_index(torch.tensor([[True, False, True, False], [True, True, True, False]]))
     with pytest.raises(tk.KernelError, match=match):
         call(idx)
+
+
+def test_a_full_selection_moves_by_views_and_equals_the_copies():
+    """Every token selected, in order: the index is an identity and each move is a view,
+    with the values a partial selection's copies give on the same rows."""
+    full = tk.token_index(torch.ones(2, 5, dtype=torch.bool))
+    assert full.identity and not tk.token_index(make_mask("random", 2, 5, seed=1)).identity
+    assert not full.permuted(torch.tensor([1, 0, 2, 3, 4, 5, 6, 7, 8, 9])).identity
+    x = torch.randn(2, 5, 3)
+    packed = tk.gather_packed(x, full)
+    assert packed.data_ptr() == x.data_ptr() and torch.equal(packed, x.reshape(10, 3))
+    padded = tk.pack_to_padded(packed, full)
+    assert torch.equal(padded, x) and torch.equal(tk.padded_to_packed(padded, full), packed)
+    new = torch.randn(10, 3)
+    assert torch.equal(tk.scatter_packed(x, new, full), new.view(2, 5, 3))

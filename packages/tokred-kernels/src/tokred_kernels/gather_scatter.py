@@ -60,6 +60,9 @@ class TokenIndex:
     """(total,) long: row of each packed token in the flattened (B * max_count) padded form."""
     batch_size: int
     seq_len: int
+    identity: bool = False
+    """Every token is selected, packed in their own order (host-known): packed, padded and
+    full forms are then one layout, and every move below is a view instead of a copy."""
 
     @property
     def total(self) -> int:
@@ -85,6 +88,7 @@ class TokenIndex:
             self,
             indices=self.indices.index_select(0, order),
             padded_slots=self.padded_slots.index_select(0, order),
+            identity=False,
         )
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> TokenIndex:
@@ -100,9 +104,7 @@ class TokenIndex:
                 "padded_slots",
             )
         }
-        return TokenIndex(
-            max_count=self.max_count, batch_size=self.batch_size, seq_len=self.seq_len, **move
-        )
+        return replace(self, **move)
 
 
 def token_index(mask: Tensor) -> TokenIndex:
@@ -134,6 +136,7 @@ def token_index(mask: Tensor) -> TokenIndex:
         padded_slots=padded_slots,
         batch_size=b,
         seq_len=n,
+        identity=indices.shape[0] == b * n,  # every token, so indices == arange(B * N)
     )
 
 
@@ -211,7 +214,7 @@ def gather_packed(x: Tensor, idx: TokenIndex) -> Tensor:
     """(B, N, ...) -> (total, ...): the selected rows, sample-major."""
     _check_full("x", x, idx)
     flat = x.reshape(idx.batch_size * idx.seq_len, *x.shape[2:])
-    return _GatherRows.apply(flat, idx.indices)
+    return flat if idx.identity else _GatherRows.apply(flat, idx.indices)
 
 
 def scatter_packed(base: Tensor, packed: Tensor, idx: TokenIndex) -> Tensor:
@@ -227,6 +230,8 @@ def scatter_packed(base: Tensor, packed: Tensor, idx: TokenIndex) -> Tensor:
             f"packed must have shape {(idx.total, *base.shape[2:])}, "
             f"got {tuple(getattr(packed, 'shape', ()))}"
         )
+    if idx.identity:  # every row replaced: base does not reach the result
+        return packed.to(base.dtype).view(base.shape)
     flat = base.reshape(idx.batch_size * idx.seq_len, *base.shape[2:])
     out = _ReplaceRows.apply(flat, packed.to(base.dtype), idx.indices)
     return out.view(base.shape)
@@ -239,6 +244,8 @@ def pack_to_padded(packed: Tensor, idx: TokenIndex) -> Tensor:
             f"packed must have {idx.total} rows (the TokenIndex total), "
             f"got shape {tuple(getattr(packed, 'shape', ()))}"
         )
+    if idx.identity:
+        return packed.view(idx.batch_size, idx.max_count, *packed.shape[1:])
     rows = idx.batch_size * idx.max_count
     out = _PlaceRows.apply(packed, idx.padded_slots, rows)
     return out.view(idx.batch_size, idx.max_count, *packed.shape[1:])
@@ -256,7 +263,7 @@ def padded_to_packed(padded: Tensor, idx: TokenIndex) -> Tensor:
             f"{(idx.batch_size, idx.max_count)}, got {tuple(getattr(padded, 'shape', ()))}"
         )
     flat = padded.reshape(idx.batch_size * idx.max_count, *padded.shape[2:])
-    return _GatherRows.apply(flat, idx.padded_slots)
+    return flat if idx.identity else _GatherRows.apply(flat, idx.padded_slots)
 
 
 def place_rows(src: Tensor, slots: Tensor, num_rows: int) -> Tensor:

@@ -90,7 +90,11 @@ class LayerKeys:
         bsz, width = self.layout.tokens.shape
         rows = bsz * width
 
+        identity = self.keys_are_queries and pattern.active.index.identity
+
         def block(x: torch.Tensor) -> torch.Tensor:
+            if identity:  # every token, in order: the stacked rows are the block already
+                return x.view(bsz, width, *x.shape[1:])
             return place_rows(x, self.layout.slots, rows).view(bsz, width, *x.shape[1:])
 
         self.k = block(k).transpose(1, 2)  # (B, Hkv, W, D)

@@ -66,8 +66,10 @@ def _token_set(mask: torch.Tensor, groups: torch.Tensor, num_groups: int, device
     row_groups = groups.reshape(-1).index_select(0, index.indices)
     order = torch.sort(row_groups, stable=True).indices
     group_counts = torch.bincount(row_groups, minlength=num_groups).tolist()
+    if not torch.equal(order, torch.arange(order.shape[0])):  # host tensors: no sync
+        index = index.permuted(order)  # an index kept in its own order stays an identity
     return TokenSet(
-        index.permuted(order).to(device, non_blocking=True),
+        index.to(device, non_blocking=True),
         group_counts,
         index.counts.tolist(),
     )
