@@ -79,6 +79,28 @@ def test_probe_matches_eager_attention_on_a_mixed_padded_batch():
     assert "forward" not in model.model.layers[0].__dict__
 
 
+@pytest.mark.parametrize("chunk_size", [4, 64])
+def test_probe_matches_eager_attention_on_an_unpadded_batch(chunk_size):
+    # Every token of every sample is a query and a key in order: the probe passes no
+    # positions and the kernel computes each chunk's causal key prefix only.
+    torch.manual_seed(3)
+    model = tiny()
+    layout = TokenLayout.from_spans(
+        [
+            [("system", 3), ("image", 7), ("instruction", 4), ("output", 3)],
+            [("system", 2), ("instruction", 6), ("output", 9)],
+        ],
+        ["understanding", "generation"],
+    )
+    assert bool(layout.valid_mask().all())
+    ids = torch.randint(0, 64, layout.segments.shape)
+    with AttentionProbe(model, chunk_size=chunk_size) as probe:
+        model(ids, attention_mask=layout.valid_mask().long(), tokred_layout=layout)
+    expected = eager_mass(model, ids, layout)
+    for task in Task:
+        torch.testing.assert_close(probe.result().mass[task], expected[task], rtol=1e-4, atol=1e-5)
+
+
 def test_probe_sees_the_reduced_attention_under_himix():
     torch.manual_seed(2)
     model = tiny()

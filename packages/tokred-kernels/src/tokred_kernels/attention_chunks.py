@@ -48,6 +48,9 @@ class AttentionInputs:
     """(B, Nk) long."""
     causal: bool
     scale: float
+    in_order: bool = False
+    """Both positions were left at their default (aranges from 0): under the causal mask
+    queries [s, e) then see keys [0, e) only, which the chunks use to skip the rest."""
 
     @property
     def batch(self) -> int:
@@ -77,7 +80,9 @@ class AttentionChunk:
     start: int
     end: int
     probs: Tensor
-    """(B, Hkv, G, end - start, Nk) float32; zero rows for invalid queries / no visible key."""
+    """(B, Hkv, G, end - start, n) float32; zero rows for invalid queries / no visible key.
+    n is Nk, or fewer when the keys past n are hidden from every query of the chunk (causal
+    inputs in position order): their probabilities are zero and not computed."""
     has_key: Tensor
     """(B, end - start) bool: the query is valid and sees at least one valid key."""
 
@@ -150,6 +155,7 @@ def check_attention_inputs(
         key_positions=_positions("key_positions", key_positions, b, nk, dev),
         causal=bool(causal),
         scale=float(scale) if scale is not None else 1.0 / math.sqrt(d) if d > 0 else 1.0,
+        in_order=query_positions is None and key_positions is None,
     )
 
 
@@ -185,15 +191,18 @@ def iter_attention_chunks(
         q_valid = inputs.query_valid[:, start:end]
         if not bool(q_valid.any()):
             continue
-        visible = q_valid[:, :, None] & inputs.key_valid[:, None, :]
+        # In position order, causal queries [start, end) see keys [0, end) at most: the
+        # rest of the (chunk, Nk) work is skipped (about half of it over a sequence).
+        n = min(nk, end) if inputs.causal and inputs.in_order else nk
+        visible = q_valid[:, :, None] & inputs.key_valid[:, None, :n]
         if inputs.causal:
             visible = visible & (
-                inputs.key_positions[:, None, :] <= inputs.query_positions[:, start:end, None]
+                inputs.key_positions[:, None, :n] <= inputs.query_positions[:, start:end, None]
             )
         c = end - start
         # The scale goes on the (chunk, D) queries, not on the (chunk, Nk) scores.
         q_rows = (q[:, :, :, start:end].float() * inputs.scale).reshape(b, hkv, g * c, d)
-        scores = torch.matmul(q_rows, k_t).view(b, hkv, g, c, nk)
+        scores = torch.matmul(q_rows, k_t[..., :n]).view(b, hkv, g, c, n)
         # Masks as a float bias and a float factor over (B, 1, 1, c, Nk): an add and a
         # multiply broadcast over the heads, where a boolean masked_fill_ ran 2x slower.
         hidden_bias = torch.zeros(visible.shape, device=scores.device).masked_fill_(

@@ -73,7 +73,8 @@ def attention_importance(
     rows = torch.zeros(b, dtype=torch.float32, device=q.device)
     for chunk in iter_attention_chunks(inputs, chunk_size):
         # Unselected queries are "invalid" for the chunk iterator, so their rows are zero.
-        total += chunk.probs.sum(dim=(1, 2, 3))
+        # (a chunk may cover a prefix of the keys: the rest got no probability from it)
+        total[:, : chunk.probs.shape[-1]] += chunk.probs.sum(dim=(1, 2, 3))
         rows += chunk.has_key.sum(dim=1)
     scores = total / (rows * inputs.heads).clamp_min(1.0)[:, None]
     return scores.masked_fill_(~key_mask.to(q.device), 0.0)

@@ -93,7 +93,8 @@ def segment_attention_mass(
     for chunk in iter_attention_chunks(inputs, chunk_size, normalize=False):
         # Every valid key is in one segment, so the segment sums of a row's unnormalised
         # weights add up to its row sum: the division is over (c, S), not (c, Nk).
-        mass = torch.matmul(chunk.probs, seg)  # (B, Hkv, G, c, S)
+        # (B, Hkv, G, c, S), over the keys the chunk computed (a prefix, in position order)
+        mass = torch.matmul(chunk.probs, seg[..., : chunk.probs.shape[-1], :])
         mass.div_(mass.sum(dim=-1, keepdim=True).clamp_min_(1.0))
         out[:, :, chunk.start : chunk.end] = mass.reshape(b, h, chunk.end - chunk.start, -1)
     return out
