@@ -148,6 +148,18 @@ def test_place_rows_puts_each_row_at_its_slot_and_zeros_elsewhere():
         tk.place_rows(src[:2], slots, 5)
 
 
+#: Every differentiable move of _grad_fns, checked once and twice differentiated.
+GRAD_OPS = [
+    "gather",
+    "scatter",
+    "pack_to_padded",
+    "padded_to_packed",
+    "place_rows",
+    "place_rows_dense",
+    "round_trip",
+]
+
+
 def _grad_inputs(kind, trailing):
     mask = make_mask(kind, 2, 5, seed=1)
     mask[0, 3] = kind != "single"  # random: both samples select something, unequal counts
@@ -159,18 +171,7 @@ def _grad_inputs(kind, trailing):
     return idx, x, packed.requires_grad_(), padded.requires_grad_()
 
 
-@pytest.mark.parametrize(
-    "op",
-    [
-        "gather",
-        "scatter",
-        "pack_to_padded",
-        "padded_to_packed",
-        "place_rows",
-        "place_rows_dense",
-        "round_trip",
-    ],
-)
+@pytest.mark.parametrize("op", GRAD_OPS)
 @pytest.mark.parametrize("kind", ["random", "full", "single"])
 @pytest.mark.parametrize("trailing", TRAILING)
 def test_gradcheck(op, kind, trailing):
@@ -178,18 +179,7 @@ def test_gradcheck(op, kind, trailing):
     assert gradcheck(fn, inputs, eps=1e-6, atol=1e-8)
 
 
-@pytest.mark.parametrize(
-    "op",
-    [
-        "gather",
-        "scatter",
-        "pack_to_padded",
-        "padded_to_packed",
-        "place_rows",
-        "place_rows_dense",
-        "round_trip",
-    ],
-)
+@pytest.mark.parametrize("op", GRAD_OPS)
 def test_gradgradcheck(op):
     """Backward is built from the same Functions, so double backward must be right too."""
     fn, inputs = _grad_fns(*_grad_inputs("random", (2,)))[op]
