@@ -74,7 +74,8 @@ def _whole_step(trainer: Trainer, step: int, micros) -> dict[str, float]:
 
 
 def _phases(trainer: Trainer, step: int, micros) -> dict[str, float]:
-    """The demo's one-micro-batch step in three timed parts (what train_step does for it)."""
+    """The demo's one-micro-batch step in three timed parts: train_step's work for it,
+    without its logging and its guard against non-finite gradient norms."""
     ((batch, targets, _),) = micros
     s = trainer.setup
     t0 = time.perf_counter()

@@ -56,10 +56,7 @@ def key_layout(pattern, seq: int) -> KeyLayout:
         return cached
     active, inject = pattern.active.index, pattern.inject.index
     has_inject = bool(pattern.inject.total)
-    counts = pattern.active.counts
-    if has_inject:
-        counts = [a + i for a, i in zip(counts, pattern.inject.counts, strict=True)]
-    width = max(counts, default=0)
+    width = max(pattern.key_counts, default=0)
     sample, rank = _sample_rank(active)
     slots, key_counts, indices = sample * width + rank, active.counts, active.indices
     if has_inject:  # right after the sample's own ACTIVE keys
@@ -89,11 +86,10 @@ class LayerKeys:
         self.keys_are_queries = not pattern.inject.total
         bsz, width = self.layout.tokens.shape
         rows = bsz * width
-
-        identity = self.keys_are_queries and pattern.active.index.identity
+        in_order = pattern.in_order
 
         def block(x: torch.Tensor) -> torch.Tensor:
-            if identity:  # every token, in order: the stacked rows are the block already
+            if in_order:  # every token, in order: the stacked rows are the block already
                 return x.view(bsz, width, *x.shape[1:])
             return place_rows(x, self.layout.slots, rows).view(bsz, width, *x.shape[1:])
 

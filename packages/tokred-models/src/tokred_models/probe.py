@@ -120,8 +120,7 @@ class AttentionProbe:
         # Every token a query and a key, in order (the `none` plan the probe patches with):
         # the positions are then the kernel's default aranges, which lets it skip the keys
         # a chunk's causal queries cannot see (half the work) without reading them back.
-        pattern = state.schedule.pattern(layer_idx)
-        in_order = pattern.active.index.identity and not pattern.inject.total
+        in_order = state.schedule.pattern(layer_idx).in_order
         mass = segment_attention_mass(
             q.detach(),
             k.detach(),

@@ -60,6 +60,21 @@ class LayerPattern:
         """The key/value parts of the layer's attention: ACTIVE, then INJECT if any."""
         return [self.active, self.inject] if self.inject.total else [self.active]
 
+    @property
+    def key_counts(self) -> list[int]:
+        """Keys of each sample (host): its ACTIVE tokens plus its INJECT tokens."""
+        return _key_counts(self.active, self.inject)
+
+    @property
+    def in_order(self) -> bool:
+        """Every token is a query and a key, packed in its own order (an identity ACTIVE
+        index, no INJECT tokens): the packed, padded and full layouts are one."""
+        return self.active.index.identity and not self.inject.total
+
+
+def _key_counts(active: TokenSet, inject: TokenSet) -> list[int]:
+    return [a + i for a, i in zip(active.counts, inject.counts, strict=True)]
+
 
 def _token_set(mask: torch.Tensor, groups: torch.Tensor, num_groups: int, device) -> TokenSet:
     index = token_index(mask)  # CPU: its size read-back costs nothing
@@ -80,8 +95,7 @@ def _pattern(
 ) -> LayerPattern:
     active = _token_set(roles == Role.ACTIVE, groups, num_groups, device)
     inject = _token_set(roles == Role.INJECT, groups, num_groups, device)
-    keys = [a + i for a, i in zip(active.counts, inject.counts, strict=True)]
-    buckets = attention_buckets(active.counts, keys, device, pair_macs)
+    buckets = attention_buckets(active.counts, _key_counts(active, inject), device, pair_macs)
     return LayerPattern(active, inject, buckets)
 
 
