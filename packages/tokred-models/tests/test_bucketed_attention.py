@@ -69,9 +69,12 @@ def _parts(gen, q_counts, inj_counts, q_tok, q_valid, kv_heads, dim, seq):
 
 # Bucket rows: scattered (copied out with index_select, copied back with index_copy) or
 # consecutive ({0, 1}, {2}, ...: views of the batch, outputs joined by one concatenation).
+# "tasks": two samples without INJECT keys (generation beside HiMix) in a bucket of their
+# own, causal and unmasked, beside a masked bucket of two with INJECT keys.
 ORDERS = {
     "scattered": ([30, 3, 17, 1, 29, 8], [0, 9, 2, 0, 5, 1]),
     "consecutive": ([30, 29, 3, 1, 17, 8], [0, 5, 4, 0, 2, 1]),
+    "tasks": ([31, 6, 28, 5], [0, 20, 0, 23]),
 }
 
 
@@ -83,7 +86,7 @@ def test_bucketed_equals_single_call_on_ragged_batches(seed, window, inject, ord
     gen = torch.Generator().manual_seed(seed)
     heads, kv_heads, dim, seq = 4, 2, 8, 40
     q_counts, inj_counts = ORDERS[order]
-    inj_counts = inj_counts if inject else [0] * 6
+    inj_counts = inj_counts if inject else [0] * len(q_counts)
     q, q_tok, q_valid = _padded(q_counts, heads, dim, seq, gen)
     ks, vs, kts, kvs = _parts(gen, q_counts, inj_counts, q_tok, q_valid, kv_heads, dim, seq)
     leaves = [q.requires_grad_(True), *(x.requires_grad_(True) for x in ks + vs)]
@@ -92,6 +95,8 @@ def test_bucketed_equals_single_call_on_ragged_batches(seed, window, inject, ord
     buckets = attention_buckets(q_counts, k_counts, torch.device("cpu"))
     assert len(buckets.buckets) > 1
     assert buckets.tiled == (order == "consecutive")
+    causal = [b.causal for b in buckets.buckets]
+    assert all(causal) if not inject else (any(causal) and not all(causal))
     masks: dict = {}
     for _ in range(2):  # the second call takes its masks from the cache
         out = bucketed_attention(
@@ -103,7 +108,6 @@ def test_bucketed_equals_single_call_on_ragged_batches(seed, window, inject, ord
             scale=dim**-0.5,
             dropout=0.0,
             window=window,
-            keys_are_queries=not inject,
             masks=masks,
         )
         ref = _reference(q, q_tok, q_valid, ks, vs, kts, kvs, window, dim)
@@ -116,7 +120,7 @@ def test_bucketed_equals_single_call_on_ragged_batches(seed, window, inject, ord
     want = torch.autograd.grad((ref[keep] * weight).sum(), leaves)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w)
-    assert bool(masks) == (inject or window is not None)  # causal self-attention needs none
+    assert bool(masks) == (not all(causal) or window is not None)  # causal ones need none
 
 
 def test_one_bucket_without_inject_runs_unmasked_and_pads_nothing():
@@ -135,7 +139,6 @@ def test_one_bucket_without_inject_runs_unmasked_and_pads_nothing():
         scale=0.5,
         dropout=0.0,
         window=None,
-        keys_are_queries=True,
     )
     ref = _reference(q, tok, valid, [k], [k], [tok], [valid], None, 4)  # scale 4**-0.5
     keep = valid[:, None, :, None].expand_as(ref)

@@ -57,7 +57,11 @@ def test_key_block_packs_each_samples_inject_keys_after_its_active_ones(seed, wi
     want_k, tokens, valid = _per_sample(rows, sets, seq)
     torch.testing.assert_close(keys.k.transpose(1, 2), want_k)
     assert torch.equal(keys.layout.tokens, tokens) and torch.equal(keys.layout.valid, valid)
-    assert keys.keys_are_queries == (not with_inject)
+    # What causal buckets rely on (bucketed_attention.py): a sample's keys begin with its
+    # queries' own tokens, in the queries' slots.
+    queries = sets[0].index.padded_valid
+    lead = keys.layout.tokens[:, : queries.shape[1]]
+    assert torch.equal(lead[queries], keys.query_tokens[queries])
     assert torch.equal(keys.query_tokens, sets[0].index.padded_indices % seq)
     if with_inject:  # no wider than the longest sample, never the two maxima side by side
         longest = max(a + i for a, i in zip(sets[0].counts, sets[1].counts, strict=True))

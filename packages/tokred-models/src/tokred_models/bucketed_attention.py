@@ -10,10 +10,13 @@ The keys come as one block whose row b holds sample b's keys in its first k_b sl
 a view for a whole-batch bucket, never a concatenation.
 
 The buckets depend on the per-sample counts only, so they are built once per step on the
-host (schedule.py); nothing here reads a size back from the device. Where the keys are the
-queries themselves (no INJECT part) and there is no window, the mask is plain causal over
-the padded slots (both are position-ordered prefixes of each row), and SDPA runs with
-`is_causal` and no mask: the fused kernels then apply on every device.
+host (schedule.py); nothing here reads a size back from the device. Each sample's keys
+begin with its queries' own tokens, in the queries' slots (layer_keys.py). So in a bucket
+whose samples have no other keys (no INJECT part: a generation sample beside HiMix's
+understanding ones, every sample under `none`) and without a window, the mask is plain
+causal over the padded slots (both are position-ordered prefixes of each row), and SDPA runs
+with `is_causal` and no mask: the fused kernels then apply on every device, and on the CPU
+they skip the blocks above the diagonal, half the work, which a masked call computes.
 
 Elsewhere, on a GPU, the bucket goes to the kernels' `position_attention` dispatcher (flash
 varlen when flash-attn is installed, else FlexAttention, else the masked SDPA reference;
@@ -29,6 +32,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from tokred_kernels import build_varlen_plan, select_implementation
+
+from .bucket_tiles import join_tiles, tile_views
 
 __all__ = [
     "KeyPart",
@@ -78,6 +83,8 @@ class Bucket:
     """The bucket's longest query set: its padded query length."""
     num_keys: int
     """The bucket's longest key set: its padded key length."""
+    causal: bool = False
+    """Every sample's keys are its queries (no INJECT keys): causal over the slots."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +171,7 @@ def attention_buckets(
             None if whole else span,
             max(q_counts[r] for r in rows),
             max(k_counts[r] for r in rows),
+            all(q_counts[r] == k_counts[r] for r in rows),
         )
         for rows, span in zip(groups, spans, strict=True)
     )
@@ -201,6 +209,24 @@ def _bucket_inputs(bucket: Bucket, q, q_tok, q_valid, keys: KeyPart):
     )
 
 
+def _tiled_inputs(buckets: AttentionBuckets, q, q_tok, q_valid, keys: KeyPart):
+    """_bucket_inputs of every bucket of a tiled batch, as views whose gradients each
+    input receives in one write (bucket_tiles.py)."""
+    spans = [b.span for b in buckets.buckets]
+    nq = [b.num_queries for b in buckets.buckets]
+    nk = [b.num_keys for b in buckets.buckets]
+    parts = (
+        tile_views(q, spans, nq, 2),
+        tile_views(q_tok, spans, nq, 1),
+        tile_views(q_valid, spans, nq, 1),
+        tile_views(keys.k, spans, nk, 2),
+        tile_views(keys.v, spans, nk, 2),
+        tile_views(keys.tokens, spans, nk, 1),
+        tile_views(keys.valid, spans, nk, 1),
+    )
+    return zip(*parts, strict=True)
+
+
 def bucketed_attention(
     q: torch.Tensor,
     q_tok: torch.Tensor,
@@ -211,22 +237,23 @@ def bucketed_attention(
     scale: float,
     dropout: float,
     window: int | None,
-    keys_are_queries: bool = False,
     masks: dict | None = None,
 ) -> torch.Tensor:
     """q: (B, H, Nq, D) padded queries -> (B, H, Nq, D) attention output (pad rows arbitrary).
 
-    keys_are_queries: the keys are the queries' own tokens in the same padded slots (no
-    INJECT keys), so causal order over the slots is the mask. `masks` caches each
-    bucket's mask across the layers that share these buckets (they depend on positions
-    only)."""
+    `keys` hold each sample's queries' own tokens first, in their slots (the module
+    docstring): a causal bucket runs unmasked. `masks` caches each bucket's mask across the
+    layers that share these buckets (they depend on positions only)."""
     gqa = q.shape[1] != keys.k.shape[1]
-    self_causal = keys_are_queries and window is None
     cache = masks if masks is not None else {}
+    if buckets.tiled:
+        inputs = _tiled_inputs(buckets, q, q_tok, q_valid, keys)
+    else:
+        inputs = (_bucket_inputs(b, q, q_tok, q_valid, keys) for b in buckets.buckets)
     outs = []
-    for i, bucket in enumerate(buckets.buckets):
-        qb, qt, qv, k, v, kt, kv = _bucket_inputs(bucket, q, q_tok, q_valid, keys)
-        if self_causal:
+    for i, (bucket, picked) in enumerate(zip(buckets.buckets, inputs, strict=True)):
+        qb, qt, qv, k, v, kt, kv = picked
+        if bucket.causal and window is None:
             o = F.scaled_dot_product_attention(
                 qb, k, v, dropout_p=dropout, is_causal=True, scale=scale, enable_gqa=gqa
             )
@@ -239,12 +266,12 @@ def bucketed_attention(
             )
         if bucket.rows is None:
             return o if o.shape[2] == q.shape[2] else F.pad(o, (0, 0, 0, q.shape[2] - o.shape[2]))
-        outs.append(F.pad(o, (0, 0, 0, q.shape[2] - bucket.num_queries)))
+        outs.append(o)
     if buckets.tiled:
-        return torch.cat(outs)
+        return join_tiles(outs, [b.span for b in buckets.buckets], q.shape[2], 2)
     out = outs[0].new_zeros(q.shape)
     for bucket, o in zip(buckets.buckets, outs, strict=True):
-        out = out.index_copy(0, bucket.rows, o)
+        out = out.index_copy(0, bucket.rows, F.pad(o, (0, 0, 0, q.shape[2] - o.shape[2])))
     return out
 
 

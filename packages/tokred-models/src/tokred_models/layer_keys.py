@@ -83,7 +83,6 @@ class LayerKeys:
     def __init__(self, k: torch.Tensor, v: torch.Tensor, pattern, seq: int) -> None:
         """k, v: (n_active + n_inject, Hkv, D), the stacked rows of the pattern's key sets."""
         self.layout = key_layout(pattern, seq)
-        self.keys_are_queries = not pattern.inject.total
         bsz, width = self.layout.tokens.shape
         rows = bsz * width
         in_order = pattern.in_order

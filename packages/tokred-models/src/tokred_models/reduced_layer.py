@@ -182,7 +182,6 @@ class ReducedLayerForward:
             scale=attn.scaling,
             dropout=dropout,
             window=self.window,
-            keys_are_queries=keys.keys_are_queries,
             masks=pattern.cache,
         )
         heads = q.shape[1]
