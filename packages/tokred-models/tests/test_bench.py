@@ -36,6 +36,7 @@ from tokred_models.bench.arms import (
     tokred_loss,
 )
 from tokred_models.bench.cases import case_tasks
+from tokred_models.bench.measure import head_training_flops
 from tokred_models.bench.report import efficiency_series
 
 TINY = BenchShape("tiny", 32, 64, 4, 4, 2, text_tokens=8, image_tokens=6, batch=2, vocab_size=64)
@@ -280,6 +281,16 @@ def test_a_run_survives_json_and_renders(model):
     (case,) = result.cases
     assert [a.arm for a in case.arms] == list(ARM_NAMES)
     assert 0 < case.flops_ratio < 1 and case.none.efficiency is None
+    # Efficiency is taken against the step's FLOPs: the decoder's (the plan's) plus the LM
+    # head's, 3 x 2 x positions x hidden x vocab in both arms.
+    tasks = case_tasks("mixed", shape.batch)
+    batch = make_batch(tasks, shape.text_tokens, shape.image_tokens, shape.vocab_size, "cpu")
+    positions = batch.layout.batch_size * batch.layout.seq_len
+    head = 6 * positions * shape.hidden_size * shape.vocab_size
+    assert head_training_flops(batch, shape) == head
+    assert case.flops_ratio < case.step_flops_ratio < 1
+    tok = case.arm("tokred")
+    assert tok.efficiency == pytest.approx(efficiency(tok.time_ratio.median, case.step_flops_ratio))
     # Memory on the CPU is the saved-tensor proxy: every arm saves something.
     assert all(a.memory and a.memory > 0 for a in [case.none, *case.arms])
     assert case.arm("masking-only").arm_flops_ratio == 1.0

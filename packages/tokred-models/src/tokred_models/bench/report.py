@@ -35,9 +35,10 @@ def _row(case: CaseResult, arm: ArmResult, first: bool) -> str:
     batch = f"{case.batch} x{case.samples}" if first else ""
     policy = case.policy if first else ""
     plan = _num(case.flops_ratio) if first else ""
+    step = _num(case.step_flops_ratio) if first else ""
     return (
         f"| {batch} | {policy} | {arm.arm} | {t.median:.3f} [{t.q1:.3f}-{t.q3:.3f}] | "
-        f"{arm.time_ratio.median:.2f} | {plan} | {arm.arm_flops_ratio:.2f} | "
+        f"{arm.time_ratio.median:.2f} | {plan} | {step} | {arm.arm_flops_ratio:.2f} | "
         f"{_num(arm.efficiency)} | {_num(arm.memory_ratio)} | {arm.tokens_per_s:,.0f} |"
     )
 
@@ -49,12 +50,13 @@ def _sweep_rows(result: BenchResult) -> list[str]:
         "",
         "Efficiency against tokens per sample (T + M; T fixed, M swept):",
         "",
-        "| tokens/sample | policy | plan FLOPs | " + " | ".join(ARM_NAMES) + " |",
-        "|---|---|---|" + "---|" * len(ARM_NAMES),
+        "| tokens/sample | policy | plan FLOPs | step FLOPs | " + " | ".join(ARM_NAMES) + " |",
+        "|---|---|---|---|" + "---|" * len(ARM_NAMES),
     ]
     for seq_len, case in sorted(points, key=lambda p: (p[1].policy, p[0])):
         effs = " | ".join(_num(case.arm(name).efficiency) for name in ARM_NAMES)
-        lines.append(f"| {seq_len} | {case.policy} | {_num(case.flops_ratio)} | {effs} |")
+        flops = f"{_num(case.flops_ratio)} | {_num(case.step_flops_ratio)}"
+        lines.append(f"| {seq_len} | {case.policy} | {flops} | {effs} |")
     return lines
 
 
@@ -62,9 +64,9 @@ def render_table(result: BenchResult) -> str:
     lines = _header(result)
     lines += [
         "",
-        "| batch | policy | arm | median s [IQR] | time ratio | plan FLOPs | arm FLOPs | "
-        "efficiency | memory ratio | tokens/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| batch | policy | arm | median s [IQR] | time ratio | plan FLOPs | step FLOPs | "
+        "arm FLOPs | efficiency | memory ratio | tokens/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in result.cases:
         for i, arm in enumerate([case.none, *case.arms]):

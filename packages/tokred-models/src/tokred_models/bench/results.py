@@ -49,7 +49,7 @@ class ArmResult:
     arm_flops_ratio: float
     """Training FLOPs of what this arm computes over `none`'s (cost model, exact causal)."""
     efficiency: float | None
-    """(1 - time ratio) / (1 - the plan's FLOPs ratio): the share of the plan's FLOP
+    """(1 - time ratio) / (1 - the case's step FLOPs ratio): the share of the step's FLOP
     saving this arm turns into time; None where the plan saves nothing."""
     memory: int | None
     """Bytes of the measure named by `BenchResult.settings['memory']`; None: not measured."""
@@ -70,6 +70,9 @@ class CaseResult:
     """The plan's training FLOPs over `none`'s (what the policy can save)."""
     none: ArmResult
     arms: list[ArmResult]
+    step_flops_ratio: float | None = None
+    """The timed step's training FLOPs over `none`'s: the plan's plus the LM head's, which
+    every arm computes alike (None in results written before it was measured)."""
 
     @property
     def seq_len(self) -> int:
