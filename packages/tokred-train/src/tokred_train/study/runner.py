@@ -298,24 +298,41 @@ class StudyRunner:
         if jobs == 1:
             return {i: self.run(*order[i]) for i in which}
         import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
         # Complete runs are read here: a worker process per run would only start to read them.
         done = {i: r for i in which if (r := self._reused(*order[i][1:])) is not None}
-        todo = [i for i in which if i not in done]
+        todo = iter([i for i in which if i not in done])
         # spawn: a fresh interpreter per worker (no fork of a process holding torch threads).
         context = multiprocessing.get_context("spawn")
         pool = ProcessPoolExecutor(
             max_workers=jobs, mp_context=context, initializer=_stop_with, initargs=(os.getpid(),)
         )
+        running: dict[Any, int] = {}
+
+        def submit_next() -> None:
+            i = next(todo, None)
+            if i is not None:
+                running[pool.submit(_run_in_worker, self._settings(), *order[i])] = i
+
+        # One run per free worker, the next only when one ends: the pool moves submitted
+        # runs into its workers' queue at once, where they can no longer be cancelled, so
+        # a stopped study (Ctrl-C reaches every worker: their runs checkpoint and stop)
+        # would still train each queued run before it exits.
         with pool:
-            futures = {pool.submit(_run_in_worker, self._settings(), *order[i]): i for i in todo}
-            self.say(f"{len(todo)} runs queued for {jobs} workers")
-            for future in as_completed(futures):
-                i = futures[future]
-                done[i] = future.result()
-                spec, seed = order[i][1], order[i][2]
-                self.say(f"{spec.arm} {spec.kind} seed {seed}: trained ({len(done)}/{len(which)})")
+            for _ in range(jobs):
+                submit_next()
+            self.say(f"{len(which) - len(done)} runs queued for {jobs} workers")
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    i = running.pop(future)
+                    done[i] = future.result()
+                    spec, seed = order[i][1], order[i][2]
+                    self.say(
+                        f"{spec.arm} {spec.kind} seed {seed}: trained ({len(done)}/{len(which)})"
+                    )
+                    submit_next()
         return done
 
     def _settings(self) -> dict[str, Any]:
