@@ -129,7 +129,7 @@ def test_one_bucket_without_inject_runs_unmasked_and_pads_nothing():
     q, tok, valid = _padded(counts, 2, 4, 9, gen)
     k, _, _ = _padded(counts, 2, 4, 9, gen)
     buckets = attention_buckets(counts, counts, torch.device("cpu"))
-    assert len(buckets.buckets) == 1 and buckets.buckets[0].rows is None
+    assert len(buckets.buckets) == 1 and buckets.buckets[0].whole
     out = bucketed_attention(
         q,
         tok,
@@ -159,10 +159,10 @@ def test_buckets_merge_where_a_call_costs_more_than_the_padding_it_saves():
     cpu = torch.device("cpu")
     call = BUCKET_CALL_MACS["cpu"]
     small = attention_buckets(q_counts, k_counts, cpu, pair_macs=call // 84)
-    assert len(small.buckets) == 1 and small.buckets[0].rows is None
+    assert len(small.buckets) == 1 and small.buckets[0].whole
     assert small.buckets[0].num_queries == 10 and small.buckets[0].num_keys == 10
     large = attention_buckets(q_counts, k_counts, cpu, pair_macs=call // 83 + 1)
-    assert [b.rows.tolist() for b in large.buckets] == [[0], [1]]
+    assert [b.rows for b in large.buckets] == [None, None]  # tiled: spans, no indices
     assert [b.span for b in large.buckets] == [(0, 1), (1, 1)] and large.tiled
     assert len(attention_buckets(q_counts, k_counts, cpu).buckets) == 2  # no pair_macs: split
     with pytest.raises(ValueError, match="2 query counts but 1 key counts"):

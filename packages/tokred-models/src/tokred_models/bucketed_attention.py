@@ -75,7 +75,8 @@ class KeyPart:
 @dataclass(frozen=True)
 class Bucket:
     rows: torch.Tensor | None
-    """Device indices of the bucket's samples; None when one bucket holds the whole batch."""
+    """Device indices of the bucket's samples; None when one bucket holds the whole batch
+    or the buckets tile it (every bucket a span: views in, one join out)."""
     span: tuple[int, int] | None
     """(first, count) when the bucket's samples are consecutive rows: its inputs are then
     views of the batch's (narrow) rather than copies (index_select)."""
@@ -85,6 +86,11 @@ class Bucket:
     """The bucket's longest key set: its padded key length."""
     causal: bool = False
     """Every sample's keys are its queries (no INJECT keys): causal over the slots."""
+
+    @property
+    def whole(self) -> bool:
+        """The one bucket of the whole batch."""
+        return self.rows is None and self.span is None
 
 
 @dataclass(frozen=True)
@@ -161,13 +167,14 @@ def attention_buckets(
     spans = [
         (rows[0], len(rows)) if rows[-1] - rows[0] == len(rows) - 1 else None for rows in groups
     ]
-    if all(spans):  # in row order, so that the outputs concatenate in the batch's order
+    tiled = all(spans)
+    if tiled:  # in row order, so that the outputs concatenate in the batch's order
         groups, spans = zip(
             *sorted(zip(groups, spans, strict=True), key=lambda g: g[0][0]), strict=True
         )
     buckets = tuple(
         Bucket(
-            None if whole else torch.tensor(rows, device=device),
+            None if whole or tiled else torch.tensor(rows, device=device),
             None if whole else span,
             max(q_counts[r] for r in rows),
             max(k_counts[r] for r in rows),
@@ -191,7 +198,7 @@ def _bucket_inputs(bucket: Bucket, q, q_tok, q_valid, keys: KeyPart):
     """The bucket's rows of the queries and keys, trimmed to its own longest sample (a
     view where the bucket holds the whole batch)."""
     rows, span = bucket.rows, bucket.span
-    if rows is None:
+    if bucket.whole:
         pick = lambda t, n, dim: t.narrow(dim, 0, n)  # noqa: E731
     elif span is not None:
         pick = lambda t, n, dim: t.narrow(0, *span).narrow(dim, 0, n)  # noqa: E731
@@ -264,7 +271,7 @@ def bucketed_attention(
             o = F.scaled_dot_product_attention(
                 qb, k, v, attn_mask=mask, dropout_p=dropout, scale=scale, enable_gqa=gqa
             )
-        if bucket.rows is None:
+        if bucket.whole:
             return o if o.shape[2] == q.shape[2] else F.pad(o, (0, 0, 0, q.shape[2] - o.shape[2]))
         outs.append(o)
     if buckets.tiled:
