@@ -77,3 +77,40 @@ def test_bad_study_input_is_one_line_and_exit_2(tiny_recipe, tmp_path, capsys, e
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[-1].startswith("tokred: error: ") and message in err[-1]
     assert not (out / "runs").exists()
+
+
+def test_ctrl_c_says_to_rerun_the_study_and_exits_130(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe = save_config(
+        tiny_run_config(
+            tmp_path / "unused",
+            optim={"max_steps": 100000},
+            run={"ckpt_every": 1000, "log_every": 1},
+        ),
+        tmp_path / "long.yaml",
+    )
+    out = tmp_path / "study"
+    argv = [
+        sys.executable, "-m", "tokred.cli", "study", str(recipe), "--seeds", "1",
+        "--arms", "baseline", "--jobs", "1", "--out", str(out),
+        "--understanding", "2", "--generation", "2",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    study = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not list(out.glob("runs/*/*/*.partial/metrics.jsonl")):
+        assert study.poll() is None, "the study ended before its first run trained"
+        assert time.monotonic() < deadline, "no run trained within 300 s"
+        time.sleep(0.5)
+    study.send_signal(signal.SIGINT)
+    _, err = study.communicate(timeout=120)
+    assert study.returncode == 130
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("tokred: study interrupted;") and "rerun the same command" in last
+    (partial,) = out.glob("runs/*/*/*.partial")
+    assert list((partial / "checkpoints").glob("step-*/COMPLETE"))

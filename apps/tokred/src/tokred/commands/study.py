@@ -19,6 +19,7 @@ the report says which.
 from __future__ import annotations
 
 import argparse
+import signal
 
 from ..arg_types import count
 from . import Command, add_set_option
@@ -82,21 +83,35 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from tokred_core import RunInterrupted
+
     from ..synergy_study import run_synergy_study
 
-    run_synergy_study(
-        args.config,
-        seeds=args.seeds,
-        arms=args.arms,
-        quick=args.quick,
-        out=args.out,
-        budget=args.budget,
-        jobs=args.jobs,
-        overrides=args.overrides,
-        num_understanding=args.understanding,
-        num_generation=args.generation,
-        fid_weights=args.fid_weights,
-    )
+    try:
+        run_synergy_study(
+            args.config,
+            seeds=args.seeds,
+            arms=args.arms,
+            quick=args.quick,
+            out=args.out,
+            budget=args.budget,
+            jobs=args.jobs,
+            overrides=args.overrides,
+            num_understanding=args.understanding,
+            num_generation=args.generation,
+            fid_weights=args.fid_weights,
+        )
+    except KeyboardInterrupt as exc:
+        # A stopped run's own message names its checkpoint and `run.resume`; for a study
+        # the way on is the same command, which reuses every complete run and resumes
+        # each stopped one from its checkpoint. (With --jobs the study's own process gets
+        # a plain KeyboardInterrupt while its workers' runs checkpoint.)
+        signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+        raise RunInterrupted(
+            f"study interrupted; its complete runs and each stopped run's checkpoint are "
+            f"kept under {args.out}: rerun the same command to finish it",
+            signum,
+        ) from exc
     return 0
 
 
