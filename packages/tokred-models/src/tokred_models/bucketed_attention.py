@@ -194,6 +194,15 @@ def _mask(q_tok, q_valid, k_tok, k_valid, window):
     return (mask | ~q_valid[:, :, None])[:, None]  # (B, 1, Nq, Nk): one mask for all heads
 
 
+def _additive_mask(q_tok, q_valid, k_tok, k_valid, window, dtype):
+    """_mask as the additive float mask that SDPA turns a boolean one into on every call,
+    forward and backward: made once here, for every layer of the pattern."""
+    allowed = _mask(q_tok, q_valid, k_tok, k_valid, window)
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
+        ~allowed, float("-inf")
+    )
+
+
 def _bucket_inputs(bucket: Bucket, q, q_tok, q_valid, keys: KeyPart):
     """The bucket's rows of the queries and keys, trimmed to its own longest sample (a
     view where the bucket holds the whole batch)."""
@@ -267,7 +276,9 @@ def bucketed_attention(
         elif q.is_cuda:
             o = _dispatched(qb, k, v, qt, kt, qv, kv, scale, dropout, window, cache, i)
         else:
-            mask = _cached(cache, (i, window), _mask, qt, qv, kt, kv, window)
+            mask = _cached(
+                cache, (i, window, q.dtype), _additive_mask, qt, qv, kt, kv, window, q.dtype
+            )
             o = F.scaled_dot_product_attention(
                 qb, k, v, attn_mask=mask, dropout_p=dropout, scale=scale, enable_gqa=gqa
             )
