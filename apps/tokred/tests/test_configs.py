@@ -26,6 +26,7 @@ def test_the_recipes_are_shipped():
         "tiny-shapes",
         "demo",
         "study",
+        "study-image-rich",
         "janus-pro-1b-qlora",
         "emu3-full",
     }
