@@ -11,10 +11,10 @@ PCGrad, gating: the `strategy` section), and `--arms synergy` runs one arm per s
 the report then says whether any keeps 90% of the synergy at 0.6x the FLOPs with a faster
 step. CONFIG is any config `tokred train` takes (default: the shipped `study`
 benchmark; `study-image-rich` is the same with 144-token images, where image-token
-reduction can reach 0.6x the FLOPs). Generation is scored by the shapes detector, else by the validation
-image-token loss, or, with --fid-weights FILE (your local copy of the standard FID network
-inception-2015-12-05.pt; nothing is downloaded), by FID against the validation images;
-the report says which.
+reduction can reach 0.6x the FLOPs). Generation is scored by the shapes detector, else
+by the validation image-token loss, or, with --fid-weights FILE (your local copy of the
+standard FID network inception-2015-12-05.pt; nothing is downloaded), by FID against the
+validation images; the report says which.
 """
 
 from __future__ import annotations
