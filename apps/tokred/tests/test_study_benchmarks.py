@@ -10,8 +10,7 @@ from tokred.recipes import shipped_configs
 from tokred_train import load_config
 from tokred_train.built_run import build_run
 from tokred_train.data.images import as_uint8_batch
-from tokred_train.data.patch_vq import PatchVQTokenizer
-from tokred_train.data.shapes.dataset import build_shapes_dataset
+from tokred_train.data.pipeline import build_shapes_data, shapes_dataset
 from tokred_train.study.arms import parse_arm
 from tokred_train.study.cost import decoder_shape_of
 from tokred_train.study.goal import GOAL
@@ -24,15 +23,8 @@ PAPER_ARM = "himix+hmgen@task"
 @pytest.mark.parametrize("name", ["study", "study-image-rich"])
 def test_the_benchmark_codebook_is_lossless_on_both_splits(name):
     data = load_config(shipped_configs()[name]).data
-    keys = ("num_train", "num_val", "seed", "image_size", "max_shapes")
-    ds = build_shapes_dataset(**{key: getattr(data, key) for key in keys})
-    # Fitted on the training images, as the data pipeline fits it.
-    vq = PatchVQTokenizer.fit(
-        ds["train"]["image"],
-        codebook_size=data.codebook_size,
-        patch_size=data.patch_size,
-        seed=data.seed,
-    )
+    vq = build_shapes_data(data).image_tokenizer  # the tokenizer the runs train with
+    ds = shapes_dataset(data)
     for split in ("train", "validation"):
         images = as_uint8_batch(ds[split]["image"])
         assert np.array_equal(vq.decode(vq.encode(images)).numpy(), images), split

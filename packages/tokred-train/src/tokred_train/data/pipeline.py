@@ -33,7 +33,7 @@ from .shapes.samples import shapes_samples
 from .training_data import TaskSamples, TrainData
 from .vocab import UnifiedVocab, collect_texts
 
-__all__ = ["build_embedded_data", "build_shapes_data", "build_real_format_data"]
+__all__ = ["build_embedded_data", "build_shapes_data", "build_real_format_data", "shapes_dataset"]
 
 #: A family's ModelIO, or (vocab, image tokenizer) of a saved embedded run.
 IOArg = ModelIO | tuple[TokenVocab, ImageTokenizer] | None
@@ -87,9 +87,9 @@ def _with_io(data: TrainData, io: ModelIO | None) -> TrainData:
     return data
 
 
-def build_shapes_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainData:
-    """The synthetic shapes set: both tasks from every image."""
-    ds = build_shapes_dataset(
+def shapes_dataset(cfg: DataConfig):
+    """The shapes set's splits (a datasets.DatasetDict) as `cfg` describes them."""
+    return build_shapes_dataset(
         num_train=cfg.num_train,
         num_val=cfg.num_val,
         seed=cfg.seed,
@@ -97,6 +97,11 @@ def build_shapes_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainData:
         max_shapes=cfg.max_shapes,
         task_split=cfg.task_split,
     )
+
+
+def build_shapes_data(cfg: DataConfig, io: ModelIO | None = None) -> TrainData:
+    """The synthetic shapes set: both tasks from every image."""
+    ds = shapes_dataset(cfg)
     if io is None:
         vq = PatchVQTokenizer.fit(
             ds["train"]["image"],
