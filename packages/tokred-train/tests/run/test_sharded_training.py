@@ -21,7 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
 SCRIPT = textwrap.dedent(
     """
-    import json, sys, torch
+    import json, os, sys, torch
     from tokred_train import train
     from tokred_train.run.distributed import dist_info, shutdown_distributed
     from tokred_train.testing import HIMIX_HMGEN, tiny_run_config
@@ -43,8 +43,12 @@ SCRIPT = textwrap.dedent(
     for name, p in result.model.named_parameters():
         full = p.full_tensor() if hasattr(p, "full_tensor") else p
         weights[name] = full.detach().clone()
+    tasks = "/proc/self/task"  # every thread, the ones C++ started too (Linux)
+    threads = [open(f"{tasks}/{t}/comm").read().strip() for t in os.listdir(tasks)]
+    autograd_threads = sum(name.startswith("pt_autograd") for name in threads)
     if info.is_main:
-        torch.save({"weights": weights, "sharded": all(sharded)}, out + "/weights.pt")
+        saved = {"weights": weights, "sharded": all(sharded), "autograd_threads": autograd_threads}
+        torch.save(saved, out + "/weights.pt")
     shutdown_distributed(info)
     """
 )
@@ -94,6 +98,10 @@ def test_one_task_per_rank_trains_what_one_process_trains(tmp_path, single, mode
     folder, expected = single
     got = _launch(tmp_path / mode, 2, 1, distributed=mode)
     assert got["sharded"] == (mode == "fsdp")
+    if not torch.cuda.is_available():
+        # No CUDA autograd threads on a CPU rank, even after FSDP2's fake CUDA guard: they
+        # raced the interpreter's teardown (sharding._count_autograd_devices_now).
+        assert got["autograd_threads"] == 0
     # Rank 0 was logged: its micro-batches hold understanding samples only.
     seen = _rows(tmp_path / mode, "samples.jsonl")
     assert seen and all(r.get("generation") == [] for r in seen), seen[:2]

@@ -85,10 +85,28 @@ def shard_step_module(
         else MixedPrecisionPolicy()
     )
     offload = CPUOffloadPolicy() if config.run.fsdp_cpu_offload else OffloadPolicy()
+    _count_autograd_devices_now()
     for layer in layers:
         fully_shard(layer, mp_policy=precision, offload_policy=offload)
     fully_shard(step_module, mp_policy=precision, offload_policy=offload)
     return step_module
+
+
+def _count_autograd_devices_now() -> None:
+    """Make the autograd engine count this machine's devices before FSDP2 can fake some.
+
+    Why: the engine counts the devices of each kind once, at the process's first
+    backward, and starts a worker thread per device. DTensor's sharding propagation can
+    enter FakeTensorMode, which on a machine without CUDA installs a fake CUDA device
+    guard reporting 8 devices (torch._C._ensureCUDADeviceGuardSet). Counted after that,
+    a CPU rank started 8 CUDA autograd threads (pt_autograd_0..7) that never ran a task,
+    and those threads race the interpreter's teardown: a rank that had trained and written
+    everything sometimes died at exit with SIGABRT ("terminate called without an active
+    exception"), which torchrun reports as a failed job. A backward through one scalar,
+    before the first fully_shard, makes the count the machine's own (none on a CPU host;
+    the real GPUs on a CUDA one, whose threads a GPU backward starts anyway).
+    """
+    torch.zeros((), requires_grad=True).backward()
 
 
 def is_sharded(module: nn.Module) -> bool:
