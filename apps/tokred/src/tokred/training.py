@@ -48,10 +48,14 @@ def run_training(
         import yaml
 
         return yaml.safe_dump(config_to_dict(resolved), sort_keys=False)
-    from tokred_train.run.distributed import dist_info  # the model stack, only to train
+    # the model stack, only to train
+    from tokred_train.run.distributed import dist_info, shutdown_distributed
     from tokred_train.run.loop import train
 
     result = train(resolved)
+    # train() leaves the process group to its caller (who may gather a sharded model);
+    # the command is done with it, and leaving it to the interpreter's exit is unsafe.
+    shutdown_distributed(dist_info())
     if not dist_info().is_main:  # under torchrun only rank 0 reports
         return ""
     if as_json:
