@@ -126,11 +126,10 @@ def test_emu3_full_recipe_trains_under_fsdp_on_two_gloo_ranks(tmp_path):
     launched by torchrun, on a tiny Emu3: two steps, then eval of its sharded checkpoint
     in one process."""
     import json
-    import os
     import subprocess
     import sys
 
-    from tokred_train.testing import save_tiny_emu3, shapes_texts
+    from tokred_train.testing import save_tiny_emu3, shapes_texts, torchrun_env
 
     folder = save_tiny_emu3(tmp_path / "emu3", shapes_texts(8, 2), layers=12)
     out = tmp_path / "run"
@@ -142,7 +141,7 @@ def test_emu3_full_recipe_trains_under_fsdp_on_two_gloo_ranks(tmp_path):
         str(script), "train", "emu3-full", f"model.path={folder}", f"run.out_dir={out}",
         "run.threads=1", *overrides,
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = torchrun_env()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

@@ -11,6 +11,7 @@ plumbing, never quality. `tiny_run_config` is the training config of such a run,
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import warnings
@@ -36,6 +37,7 @@ __all__ = [
     "save_tiny_chameleon",
     "HIMIX_HMGEN",
     "tiny_run_config",
+    "torchrun_env",
     "tiny_run_texts",
     "words_of",
     "shapes_texts",
@@ -385,3 +387,11 @@ def save_tiny_feature_extractor(
     path.parent.mkdir(parents=True, exist_ok=True)
     scripted.save(str(path))
     return path
+
+
+def torchrun_env() -> dict[str, str]:
+    """The environment of a test's torchrun job: this one, one torch thread per rank (2
+    ranks share this 2-core machine), and faulthandler on, so that a rank that dies from a
+    signal (SIGABRT at exit, say) prints every thread's Python stack into the stderr the
+    test shows."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import sys
 import textwrap
@@ -30,7 +29,12 @@ from tokred_train.run.conflict import (
 from tokred_train.run.log import read_jsonl
 from tokred_train.run.loop import Trainer
 from tokred_train.run.step import TrainStep, batch_targets
-from tokred_train.testing import HIMIX_HMGEN, snapshot_parameters, tiny_run_config
+from tokred_train.testing import (
+    HIMIX_HMGEN,
+    snapshot_parameters,
+    tiny_run_config,
+    torchrun_env,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -287,7 +291,7 @@ def test_under_ddp_the_main_process_measures_without_collectives(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = torchrun_env()
     proc = subprocess.run(
         [*cmd, str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=600
     )

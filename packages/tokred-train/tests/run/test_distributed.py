@@ -9,13 +9,13 @@ the ranks' weights identical, and only rank 0 writes the run folder.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
+from tokred_train.testing import torchrun_env
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -49,7 +49,7 @@ SCRIPT = textwrap.dedent(
 def _launch(tmp_path, nproc: int, batch_size: int, overrides: list[str] | None = None) -> None:
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = torchrun_env()
     cmd = [sys.executable, str(script), str(tmp_path), str(batch_size)]
     if overrides:
         cmd.append(json.dumps(overrides))
@@ -166,7 +166,7 @@ def test_a_signal_to_one_rank_stops_every_rank_after_the_same_step(tmp_path):
         str(script),
         str(tmp_path),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = torchrun_env()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for rank in (0, 1):

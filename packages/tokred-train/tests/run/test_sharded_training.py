@@ -8,7 +8,6 @@ checkpoints resume on another world size and into the other format."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -16,6 +15,7 @@ import textwrap
 import pytest
 import torch
 from tokred_train.run.checkpoint import CHECKPOINT_DIR, MARKER, find_latest_checkpoint
+from tokred_train.testing import torchrun_env
 
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning")
 
@@ -58,7 +58,7 @@ def _launch(folder, nproc: int, batch_size: int, **run) -> dict:
     folder.mkdir(exist_ok=True)
     script = folder / "job.py"
     script.write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = torchrun_env()
     args = [str(script), str(folder), str(batch_size), json.dumps(run)]
     cmd = [sys.executable, *args]
     if nproc > 1:
