@@ -53,10 +53,11 @@ def run_training(
     from tokred_train.run.loop import train
 
     result = train(resolved)
+    info = dist_info()
     # train() leaves the process group to its caller (who may gather a sharded model);
     # the command is done with it, and leaving it to the interpreter's exit is unsafe.
-    shutdown_distributed(dist_info())
-    if not dist_info().is_main:  # under torchrun only rank 0 reports
+    shutdown_distributed(info)
+    if not info.is_main:  # under torchrun only rank 0 reports
         return ""
     if as_json:
         return json.dumps(result.summary, default=str) + "\n"
