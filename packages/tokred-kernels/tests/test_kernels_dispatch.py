@@ -134,3 +134,23 @@ def test_import_is_safe_without_triton_and_imports_nothing_heavy():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "ok"
+
+
+def test_auto_passes_flex_over_while_the_dense_mask_is_small():
+    """On a GPU `auto` leaves small masks to the torch reference (measured faster there) and
+    takes flex once the dense mask would be large; naming flex still runs it. Meta tensors
+    stand in for device ones: the rule reads shapes and devices only."""
+    from tokred_kernels.flex_attention_impl import FLEX_AUTO_MIN_MASK, FLEX_IMPL
+
+    def inputs(b, nq, nk, device="meta"):
+        q = torch.empty(b, 8, nq, 64, device=device)
+        kv = torch.empty(b, 2, nk, 64, device=device)
+        return {"q": q, "k": kv, "v": kv, "dropout": 0.0}
+
+    small = FLEX_IMPL.auto_skip_reasons("position_attention", **inputs(4, 704, 704))
+    assert len(small) == 1 and "dense mask of 1982464 entries" in small[0]
+    side = int(FLEX_AUTO_MIN_MASK**0.5)
+    assert FLEX_IMPL.auto_skip_reasons("position_attention", **inputs(1, side, side)) == []
+    cpu = FLEX_IMPL.auto_skip_reasons("position_attention", **inputs(1, 8, 8, "cpu"))
+    assert "eager CPU path" in cpu[0]
+    assert FLEX_IMPL.auto_skip_reasons("segment_attention_mass", **inputs(1, 8, 8)) == []

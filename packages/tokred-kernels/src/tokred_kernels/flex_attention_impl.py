@@ -83,9 +83,30 @@ def _flex_reasons(op: str, inputs: Mapping[str, Any]) -> list[str]:
     return reasons
 
 
+#: Below this many (B x Nq x Nk) mask entries, `auto` leaves a CUDA call to the torch
+#: reference: its dense boolean mask is then small (256 MiB at the bound), and FlexAttention
+#: costs more than it saves. Measured 2026-12-04 on an H200 (torch 2.11, bf16, `tokred bench
+#: --device cuda --shape llama-1b`: 4 samples of 704 tokens, 16 layers): the HiMix step
+#: took 0.135 s through flex and 0.061 s through the reference, the mixed batch 0.153 s and
+#: 0.078 s (a block mask built and a compiled graph dispatched in every layer, for masks
+#: of about 2 M entries). Past the bound the dense mask's memory is what flex avoids.
+FLEX_AUTO_MIN_MASK = 2**28
+
+
 def _flex_auto_skip(op: str, inputs: Mapping[str, Any]) -> list[str]:
-    if op == "position_attention" and any(t.device.type == "cpu" for _, t in _qkv(inputs)):
+    if op != "position_attention":
+        return []
+    tensors = _qkv(inputs)
+    if any(t.device.type == "cpu" for _, t in tensors):
         return ["inputs on CPU: flex's eager CPU path is slower than torch's SDPA"]
+    q, k = inputs.get("q"), inputs.get("k")
+    if isinstance(q, Tensor) and isinstance(k, Tensor) and q.dim() == 4 and k.dim() == 4:
+        entries = q.shape[0] * q.shape[2] * k.shape[2]
+        if entries < FLEX_AUTO_MIN_MASK:
+            return [
+                f"a dense mask of {entries} entries (< {FLEX_AUTO_MIN_MASK}) is small: the "
+                "torch reference is faster there (measured on an H200)"
+            ]
     return []
 
 
