@@ -19,8 +19,8 @@ with `is_causal` and no mask: the fused kernels then apply on every device, and 
 they skip the blocks above the diagonal, half the work, which a masked call computes.
 
 Elsewhere, on a GPU, the bucket goes to the kernels' `position_attention` dispatcher (flash
-varlen when flash-attn is installed, else FlexAttention, else the masked SDPA reference;
-TOKRED_KERNELS_IMPL names one). On the CPU the masked SDPA runs here directly, its mask
+varlen when flash-attn is installed, else FlexAttention once the dense mask would be large,
+else the masked SDPA reference; TOKRED_KERNELS_IMPL names one). On the CPU the masked SDPA runs here directly, its mask
 cached across the layers that share it: FlexAttention has no CPU backward, and the
 dispatcher's reference would rebuild the mask in every layer.
 """
@@ -56,8 +56,9 @@ MIN_FILL = 0.5
 #: demo's model (2-core EPYC, 1 thread), where one bucket per layer instead of two took
 #: the reduced step from 1.10x to 1.04x the baseline's, about 1.7 ms per bucket and step
 #: (fwd+bwd), which is ~2^24 forward multiply-adds of attention there; the compute-bound
-#: shape's split saves ~2^28.5 and stays. CUDA: not measured yet (no GPU so far); kernel
-#: launches are cheaper in time but the device is faster, so it is set higher.
+#: shape's split saves ~2^28.5 and stays. CUDA: not calibrated; kernel launches are cheaper
+#: in time but the device is faster, so it is set higher. (The one GPU session, on an H200,
+#: found the reduced step bound by its launches at llama-1b: docs/gpu-check-h200.md.)
 BUCKET_CALL_MACS = {"cpu": 2**24, "cuda": 2**28}
 
 
