@@ -56,10 +56,12 @@ MIN_FILL = 0.5
 #: demo's model (2-core EPYC, 1 thread), where one bucket per layer instead of two took
 #: the reduced step from 1.10x to 1.04x the baseline's, about 1.7 ms per bucket and step
 #: (fwd+bwd), which is ~2^24 forward multiply-adds of attention there; the compute-bound
-#: shape's split saves ~2^28.5 and stays. CUDA: not calibrated; kernel launches are cheaper
-#: in time but the device is faster, so it is set higher. (The one GPU session, on an H200,
-#: found the reduced step bound by its launches at llama-1b: docs/gpu-check-h200.md.)
-BUCKET_CALL_MACS = {"cpu": 2**24, "cuda": 2**28}
+#: shape's split saves ~2^28.5 and stays. CUDA: measured on an H200 (bf16, llama-1b, the
+#: mixed HiMix + HMGen batch of 4 x 704 tokens, two rounds side by side in one process),
+#: where the reduced step is bound by its kernel launches (docs/gpu-check-h200.md): at
+#: 2^28 the batch kept two buckets per layer, 1.94x the plain step; at 2^31, one bucket,
+#: 1.60x (2^34 read the same). Merging there adds ~2^30.6 multiply-adds of padding.
+BUCKET_CALL_MACS = {"cpu": 2**24, "cuda": 2**31}
 
 
 @dataclass
